@@ -1,0 +1,75 @@
+"""Evaluation runner: sample, verify, aggregate, report. ``evaluate(cfg)`` is the Python entry point."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from evaluation.benchmarks import load_benchmark
+from evaluation.config import EvalConfig, to_eval_config
+from evaluation.metrics import benchmark_metrics
+from evaluation.report import write_outputs
+from evaluation.sampler import ResponseCache, sample_all
+from evaluation.verifier import verify_batch
+
+
+def _default_output_dir(cfg: EvalConfig) -> Path:
+    return Path("eval_results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
+
+
+def _run_async(coro):
+    """Run ``coro`` even when the caller already has an event loop (e.g. inside a Ray actor)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+def _score_benchmark(name: str, problems, texts, cfg: EvalConfig) -> dict:
+    responses = [t for per in texts for t in per]
+    golds = [p.gold for p, per in zip(problems, texts) for _ in per]
+    verdicts = verify_batch(responses, golds, timeout_s=cfg.verifier_timeout_s)
+    per_problem, i = [], 0
+    for per in texts:
+        per_problem.append([v.score for v in verdicts[i : i + len(per)]])
+        i += len(per)
+    metrics = benchmark_metrics(per_problem, cfg.k_for(name))
+    metrics["reasons"] = dict(Counter(v.reason for v in verdicts))
+    return metrics
+
+
+def evaluate(cfg: Any) -> dict:
+    """Evaluate ``cfg.model`` at ``cfg.endpoint`` on ``cfg.benchmarks``; write and return the results.
+
+    ``cfg`` is an ``EvalConfig``, a dict or a DictConfig with the fields of configs/eval/eval.yaml.
+    Returns ``{"model", "endpoint", "benchmarks": {name: {avg, pass, k, n, num_problems, reasons}},
+    "avg", "outputs"}`` with accuracies in percent; "avg" is the mean Avg@k over the benchmarks.
+    """
+    cfg = to_eval_config(cfg)
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else _default_output_dir(cfg)
+    cache = ResponseCache(Path(cfg.cache_dir or out_dir / "cache") / "responses.jsonl")
+    suites = {b: load_benchmark(b, cfg.data_dir, cfg.prompt_template, cfg.limit) for b in cfg.benchmarks}
+    jobs = [(p, cfg.n_for(b)) for b, probs in suites.items() for p in probs]
+    from tqdm import tqdm
+
+    try:
+        with tqdm(total=len(jobs), desc=f"eval {cfg.model}", unit="req") as bar:
+            texts = _run_async(sample_all(cfg, jobs, cache, bar))
+    finally:
+        cache.close()
+    results: dict = {"model": cfg.model, "endpoint": cfg.endpoint, "benchmarks": {}}
+    i = 0
+    for name, problems in suites.items():
+        results["benchmarks"][name] = _score_benchmark(name, problems, texts[i : i + len(problems)], cfg)
+        i += len(problems)
+    avgs = [m["avg"] for m in results["benchmarks"].values()]
+    results["avg"] = sum(avgs) / len(avgs) if avgs else 0.0
+    results["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "api_key"}
+    results["outputs"] = write_outputs(results, out_dir, cfg.plot)
+    return results
