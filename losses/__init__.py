@@ -1,0 +1,9 @@
+"""Losses for RLVR: advantages, EAPO credit shaping, four-quadrant tools, policy losses, aggregation.
+
+Imports only torch / numpy / stdlib. Public entry point: ``build_algorithm(cfg)``.
+"""
+from .aggregation import Normalizer
+from .registry import build_algorithm, known_algorithms, register
+from .types import Credit, LossOutput
+
+__all__ = ["build_algorithm", "known_algorithms", "register", "Normalizer", "Credit", "LossOutput"]

@@ -1,0 +1,52 @@
+"""EAPO and its "without quadrant Q" ablations (arXiv 2604.11056)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..base import Algorithm
+from ..config import AlgorithmConfig, check_number, check_subset, fail
+from ..eapo import entropy_aware_advantages
+from ..quadrants import QUADRANTS, quadrant_masks, union_mask
+from ..registry import register
+
+
+@dataclass
+class EAPOConfig(AlgorithmConfig):
+    """EAPO keys: alpha (α), phi (φ), without_quadrants (ablation: quadrants that keep the plain Â)."""
+
+    alpha: float = 0.2
+    phi: float = 2.0
+    without_quadrants: tuple = field(default_factory=tuple)
+
+    def validate(self) -> None:
+        super().validate()
+        check_number(self, "alpha", 0.0)
+        check_number(self, "phi", 0.0, lo_open=True)
+        if self.alpha / self.phi >= 1.0:
+            fail("alpha", f"alpha/phi = {self.alpha / self.phi} must be < 1 or the credit can flip a sign")
+        check_subset(self, "without_quadrants", QUADRANTS)
+
+
+@register("eapo")
+@register("eapo_wo_phr", without_quadrants=("PHR",))
+@register("eapo_wo_plr", without_quadrants=("PLR",))
+@register("eapo_wo_nlr", without_quadrants=("NLR",))
+@register("eapo_wo_nhr", without_quadrants=("NHR",))
+class EAPO(Algorithm):
+    """EAPO (arXiv 2604.11056): Â^CA = Â + α·sign(Â)·sg[clip((H − μ_H)/σ_H, ±|Â|/φ)] in the DAPO objective.
+
+    μ_H, σ_H: group statistics of old-policy entropy over all response tokens. Tokens of the quadrants
+    in ``without_quadrants`` keep the plain Â (the paper's "w/o Q" ablation).
+    """
+
+    Config = EAPOConfig
+
+    def shape_advantages(self, advantages, entropy, old_logprobs, mask, group_ids) -> torch.Tensor:
+        c = self.config
+        shaped = entropy_aware_advantages(advantages, entropy, mask, group_ids, c.alpha, c.phi)
+        if not c.without_quadrants:
+            return shaped
+        plain = union_mask(quadrant_masks(advantages, entropy, mask, group_ids), c.without_quadrants)
+        return torch.where(plain, advantages, shaped)

@@ -1,0 +1,31 @@
+"""GRPO, DAPO and Dr.GRPO: the clipped surrogate with different advantages and aggregation."""
+from __future__ import annotations
+
+from ..base import Algorithm
+from ..registry import register
+
+
+@register("grpo", advantage_estimator="grpo", aggregation="seq_mean_token_mean", clip_low=0.2, clip_high=0.2)
+class GRPO(Algorithm):
+    """GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300).
+
+    Â_i = (r_i − mean_g r)/(std_g r + ε);  L = (1/S) Σ_i (1/|o_i|) Σ_t max(−Âρ, −Â clip(ρ, 1±0.2)) + β·KL.
+    """
+
+
+@register("dapo", advantage_estimator="grpo", aggregation="token_mean", clip_low=0.2, clip_high=0.28)
+class DAPO(Algorithm):
+    """DAPO (Yu et al., arXiv 2503.14476): clip-higher (ε_low 0.2, ε_high 0.28), token-mean over the batch.
+
+    L = (1/Σ|o_i|) Σ_i Σ_t max(−Âρ, −Â clip(ρ, 1−ε_low, 1+ε_high)). Dynamic sampling and overlong
+    shaping act on data: ``losses.advantages.informative_groups`` / ``losses.reward_shaping``.
+    """
+
+
+@register("dr_grpo", advantage_estimator="dr_grpo", aggregation="seq_mean_token_sum_norm",
+          clip_low=0.2, clip_high=0.2)
+class DrGRPO(Algorithm):
+    """Dr.GRPO (Liu et al., "Understanding R1-Zero-Like Training", arXiv 2503.20783).
+
+    Â_i = r_i − mean_g r (no std);  L = (1/(S·L_max)) Σ_i Σ_t max(−Âρ, −Â clip(ρ, 1±ε)).
+    """

@@ -1,0 +1,42 @@
+"""Quadrant-isolation training (arXiv 2604.11056): learn only from the chosen quadrants."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..base import Algorithm
+from ..config import AlgorithmConfig, check_subset, fail
+from ..quadrants import QUADRANTS, quadrant_masks, union_mask
+from ..registry import register
+
+
+@dataclass
+class QuadrantConfig(AlgorithmConfig):
+    """``quadrants``: non-empty subset of PHR, PLR, NLR, NHR that receive gradient."""
+
+    quadrants: tuple = ("PHR",)
+
+    def validate(self) -> None:
+        super().validate()
+        check_subset(self, "quadrants", QUADRANTS)
+        if not self.quadrants:
+            fail("quadrants", "must name at least one quadrant")
+
+
+@register("quadrant", quadrants=QUADRANTS)
+@register("quadrant_phr", quadrants=("PHR",))
+@register("quadrant_plr", quadrants=("PLR",))
+@register("quadrant_nlr", quadrants=("NLR",))
+@register("quadrant_nhr", quadrants=("NHR",))
+class QuadrantIsolation(Algorithm):
+    """DAPO loss × 1[token ∈ ∪ quadrants]; the normaliser still counts every response token.
+
+    L = (1/N) Σ_{i,t} 1[(i,t) ∈ Q] · max(−Âρ, −Â clip(ρ, 1−ε_low, 1+ε_high)).
+    """
+
+    Config = QuadrantConfig
+
+    def token_weights(self, advantages, entropy, old_logprobs, mask, group_ids) -> torch.Tensor:
+        masks = quadrant_masks(advantages, entropy, mask, group_ids)
+        return union_mask(masks, self.config.quadrants).to(advantages.dtype)

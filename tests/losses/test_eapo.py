@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+
+from losses import build_algorithm
+from losses.eapo import entropy_aware_advantages
+from tests.losses.conftest import make_batch
+
+
+def loop_group_stats(entropy, mask, group_ids, i):
+    """Mean and population std of H over all response tokens of row i's group (plain loops)."""
+    vals = [entropy[j][t] for j in range(len(group_ids)) if group_ids[j] == group_ids[i]
+            for t in range(len(mask[j])) if mask[j][t]]
+    if not vals:
+        return 0.0, 0.0
+    mu = sum(vals) / len(vals)
+    return mu, math.sqrt(sum((v - mu) ** 2 for v in vals) / len(vals))
+
+
+def loop_eapo(adv, ent, mask, gid, alpha, phi, plain=None):
+    adv, ent, mask, gid = adv.tolist(), ent.tolist(), mask.tolist(), gid.tolist()
+    out = [[0.0] * len(adv[0]) for _ in adv]
+    for i in range(len(adv)):
+        mu, sd = loop_group_stats(ent, mask, gid, i)
+        for t in range(len(adv[0])):
+            a = adv[i][t]
+            if not mask[i][t] or (plain is not None and plain[i][t]):
+                out[i][t] = a
+                continue
+            z = (ent[i][t] - mu) / sd if sd >= 1e-8 else 0.0
+            score = min(max(z, -abs(a) / phi), abs(a) / phi)
+            sign = (a > 0) - (a < 0)
+            out[i][t] = a + alpha * sign * score
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("alpha,phi", [(0.2, 2.0), (0.9, 1.0), (0.5, 0.7)])
+def test_matches_loop(alpha, phi):
+    b = make_batch(seed=3, B=12, T=9, G=3)
+    out = entropy_aware_advantages(b["advantages"], b["entropy"], b["mask"], b["group_ids"], alpha, phi)
+    ref = loop_eapo(b["advantages"], b["entropy"], b["mask"], b["group_ids"], alpha, phi)
+    m = b["mask"]
+    torch.testing.assert_close(out[m], ref[m], rtol=1e-12, atol=1e-12)
+    assert torch.isfinite(out).all()
+    assert (out[m] != b["advantages"][m]).any()  # the shaping does something
+
+
+def test_weight_bounds_and_sign():
+    b = make_batch(seed=4, B=16, T=11, G=4)
+    alpha, phi = 0.2, 2.0
+    out = entropy_aware_advantages(b["advantages"], b["entropy"], b["mask"], b["group_ids"], alpha, phi)
+    a = b["advantages"]
+    nz = b["mask"] & (a != 0)
+    w = out[nz] / a[nz]
+    assert w.min() >= 1 - alpha / phi - 1e-12 and w.max() <= 1 + alpha / phi + 1e-12
+    assert w.max() > 1.0 and w.min() < 1.0
+    assert (torch.sign(out[nz]) == torch.sign(a[nz])).all()
+    zero = b["mask"] & (a == 0)
+    assert zero.any() and (out[zero] == 0).all()
+
+
+def test_no_gradient_reaches_entropy():
+    b = make_batch(seed=5)
+    ent = torch.nan_to_num(b["entropy"]).requires_grad_()
+    adv = b["advantages"].clone().requires_grad_()
+    out = entropy_aware_advantages(adv, ent, b["mask"], b["group_ids"])
+    assert not out.requires_grad or ent.grad is None
+    out.sum().backward()
+    assert ent.grad is None
+    torch.testing.assert_close(adv.grad, torch.ones_like(adv))  # sg: only the identity path
+
+
+def test_degenerate_inputs_finite():
+    T = 5
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    ent = torch.full((4, T), 0.7, dtype=torch.float64)  # sigma_H = 0 in group 0
+    ent[2, 0], ent[3] = 5.0, float("inf")
+    adv = torch.zeros(4, T, dtype=torch.float64)  # all rewards equal
+    gid = torch.tensor([0, 0, 1, 2])
+    out = entropy_aware_advantages(adv, ent, mask, gid)
+    assert torch.isfinite(out).all() and (out == 0).all()
+    adv2 = torch.ones(4, T, dtype=torch.float64)
+    out2 = entropy_aware_advantages(adv2, ent, mask, gid)
+    assert torch.isfinite(out2).all()
+    torch.testing.assert_close(out2, adv2)  # sigma_H = 0 (and the single-token group) -> score 0
+
+
+@pytest.mark.parametrize("q", ["PHR", "PLR", "NLR", "NHR"])
+def test_without_quadrant_matches_loop(q):
+    b = make_batch(seed=6, B=12, T=9, G=3)
+    algo = build_algorithm({"name": f"eapo_wo_{q.lower()}"})
+    credit = algo.shape_credit(b["advantages"], b["entropy"], b["old_logprobs"], b["mask"], b["group_ids"])
+    adv, ent, mask, gid = b["advantages"].tolist(), b["entropy"].tolist(), b["mask"].tolist(), b["group_ids"].tolist()
+    plain = [[False] * len(adv[0]) for _ in adv]
+    for i in range(len(adv)):
+        mu, sd = loop_group_stats(ent, mask, gid, i)
+        for t in range(len(adv[0])):
+            if mask[i][t]:
+                high = ent[i][t] >= mu or sd < 1e-8
+                name = ("P" if adv[i][t] >= 0 else "N") + ("H" if high else "L") + "R"
+                plain[i][t] = name == q
+    ref = loop_eapo(b["advantages"], b["entropy"], b["mask"], b["group_ids"], 0.2, 2.0, plain)
+    m = b["mask"]
+    torch.testing.assert_close(credit.advantages[m], ref[m], rtol=1e-12, atol=1e-12)
+    assert (credit.advantages[~m] == 0).all() and (credit.token_weight[m] == 1).all()

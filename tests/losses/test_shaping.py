@@ -1,0 +1,87 @@
+import math
+
+import pytest
+import torch
+
+from losses import build_algorithm
+from tests.losses.conftest import make_batch
+from tests.losses.test_quadrants import loop_quadrant_of
+
+
+def credit_of(name, b, **extra):
+    algo = build_algorithm({"name": name, **extra})
+    return algo.shape_credit(b["advantages"], b["entropy"], b["old_logprobs"], b["mask"], b["group_ids"])
+
+
+def cells(b):
+    m = b["mask"].tolist()
+    return [(i, t) for i in range(len(m)) for t in range(len(m[0])) if m[i][t]]
+
+
+def test_entroadv_matches_loop():
+    b = make_batch(seed=9)
+    c = credit_of("entroadv", b, alpha=0.4, kappa=2.0)
+    a, h = b["advantages"].tolist(), b["entropy"].tolist()
+    for i, t in cells(b):
+        ref = a[i][t] + min(0.4 * h[i][t], abs(a[i][t]) / 2.0)
+        assert abs(c.advantages[i, t].item() - ref) < 1e-12
+    assert (c.advantages[~b["mask"]] == 0).all()
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.5, 1.0])
+def test_forking_top_ratio_of_batch(ratio):
+    b = make_batch(seed=10, B=12, T=9, G=3)
+    c = credit_of("forking", b, top_ratio=ratio)
+    h = b["entropy"].tolist()
+    vals = sorted((h[i][t] for i, t in cells(b)), reverse=True)
+    k = math.ceil(ratio * len(vals))
+    threshold = vals[k - 1]
+    for i, t in cells(b):
+        assert c.token_weight[i, t].item() == (1.0 if h[i][t] >= threshold else 0.0)
+    assert int(c.token_weight.sum()) == k
+    torch.testing.assert_close(c.advantages, b["advantages"])
+
+
+@pytest.mark.parametrize("q", ["PHR", "PLR", "NLR", "NHR"])
+def test_quadrant_isolation_weights(q):
+    b = make_batch(seed=11, B=12, T=9, G=3)
+    c = credit_of(f"quadrant_{q.lower()}", b)
+    ref = loop_quadrant_of(b["advantages"].tolist(), b["entropy"].tolist(), b["mask"].tolist(), b["group_ids"].tolist())
+    for i in range(12):
+        for t in range(9):
+            assert c.token_weight[i, t].item() == (1.0 if ref[i][t] == q else 0.0)
+
+
+def test_quadrant_subset():
+    b = make_batch(seed=11, B=12, T=9, G=3)
+    both = credit_of("quadrant", b, quadrants=["PHR", "NHR"]).token_weight
+    one = credit_of("quadrant_phr", b).token_weight + credit_of("quadrant_nhr", b).token_weight
+    assert torch.equal(both, one)
+
+
+def test_w_reinf_weights():
+    b = make_batch(seed=12)
+    c = credit_of("w_reinf", b, positive_weight=0.1)
+    a = b["advantages"].tolist()
+    for i, t in cells(b):
+        assert abs(c.token_weight[i, t].item() - (0.1 if a[i][t] > 0 else 1.0)) < 1e-15
+
+
+@pytest.mark.parametrize("rank_by", ["prob", "entropy"])
+def test_a3po_matches_loop(rank_by):
+    b = make_batch(seed=13, B=10, T=12, G=5)
+    cfg = dict(pos_weight=1.3, neg_weight=0.7, rank_by=rank_by, top_fraction=0.25, top_scale=2.0,
+               bottom_fraction=0.4, bottom_scale=0.5)
+    c = credit_of("a3po", b, **cfg)
+    a, m = b["advantages"].tolist(), b["mask"].tolist()
+    key = [[math.exp(x) for x in row] for row in b["old_logprobs"].tolist()] if rank_by == "prob" else b["entropy"].tolist()
+    for i in range(10):
+        toks = [t for t in range(12) if m[i][t]]
+        desc = sorted(toks, key=lambda t: -key[i][t])
+        n_top, n_bot = int(0.25 * len(toks)), int(0.4 * len(toks))
+        for t in toks:
+            r = desc.index(t)
+            w = 1.3 if a[i][t] >= 0 else 0.7
+            w *= 2.0 if r < n_top else 1.0
+            w *= 0.5 if r >= len(toks) - n_bot else 1.0
+            assert abs(c.token_weight[i, t].item() - w) < 1e-12, (i, t)
