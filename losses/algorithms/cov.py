@@ -28,7 +28,7 @@ class KLCovConfig(AlgorithmConfig):
 
 @register("kl_cov")
 class KLCov(Algorithm):
-    """KL-Cov: l = −Âρ, plus β·|log π_θ − log π_old| on the top-k fraction of tokens by Cov (no ratio clip)."""
+    """KL-Cov (arXiv 2505.22617): l = −Âρ, plus β·|log π_θ − log π_old| on the top-k fraction of tokens by Cov (no ratio clip)."""
 
     Config = KLCovConfig
 
@@ -62,7 +62,7 @@ class ClipCovConfig(AlgorithmConfig):
 
 @register("clip_cov")
 class ClipCov(Algorithm):
-    """Clip-Cov: clipped surrogate, but a random ``clip_cov_ratio`` fraction of the unclipped tokens
+    """Clip-Cov (arXiv 2505.22617): clipped surrogate, but a random ``clip_cov_ratio`` fraction of the unclipped tokens
     with lb < Cov < ub get zero loss and gradient."""
 
     Config = ClipCovConfig

@@ -58,3 +58,13 @@ def test_unknown_estimator():
 def test_informative_groups():
     keep = informative_groups(torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0]), torch.tensor([0, 0, 1, 1, 2, 2]))
     assert keep.tolist() == [False, False, True, True, False, False]
+
+
+def test_overlong_penalty_matches_loop():
+    from losses.reward_shaping import overlong_penalty
+
+    lengths = torch.tensor([0, 50, 60, 61, 75, 100, 101, 400])
+    out = overlong_penalty(lengths, max_length=100, cache_length=40)
+    for n, v in zip(lengths.tolist(), out.tolist()):
+        ref = 0.0 if n <= 60 else ((60 - n) / 40 if n <= 100 else -1.0)
+        assert abs(v - ref) < 1e-6
