@@ -28,7 +28,8 @@ class KLCovConfig(AlgorithmConfig):
 
 @register("kl_cov")
 class KLCov(Algorithm):
-    """KL-Cov (arXiv 2505.22617): l = −Âρ, plus β·|log π_θ − log π_old| on the top-k fraction of tokens by Cov (no ratio clip)."""
+    """KL-Cov (arXiv 2505.22617): l = −Âρ, plus β·|log π_θ − log π_old|
+    on the top-k fraction of tokens by Cov (no ratio clip)."""
 
     Config = KLCovConfig
 

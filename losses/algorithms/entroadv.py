@@ -31,7 +31,8 @@ def entropy_bonus_advantages(advantages, entropy, alpha: float, kappa: float) ->
 
 @register("entroadv")
 class EntroAdv(Algorithm):
-    """EntroAdv (arXiv 2506.14758): Â' = Â + min(α·sg(H_{i,t}), |Â_{i,t}|/κ) in the DAPO objective (α = 0.4, κ = 2)."""
+    """EntroAdv (arXiv 2506.14758): Â' = Â + min(α·sg(H_{i,t}), |Â_{i,t}|/κ)
+    in the DAPO objective (α = 0.4, κ = 2)."""
 
     Config = EntroAdvConfig
 

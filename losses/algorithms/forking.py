@@ -36,7 +36,8 @@ def top_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, ratio: float) ->
 
 @register("forking")
 class Forking(Algorithm):
-    """Forking tokens (arXiv 2506.01939): DAPO loss restricted to high-entropy tokens: L = (1/N) Σ_{i,t} 1[H_{i,t} ≥ top-ρ quantile of the batch] · l_{i,t}.
+    """Forking tokens (arXiv 2506.01939): DAPO loss restricted to high-entropy tokens:
+    L = (1/N) Σ_{i,t} 1[H_{i,t} ≥ top-ρ quantile of the batch] · l_{i,t}.
 
     The batch is the mini-batch given to ``shape_credit``; the normaliser still counts all tokens.
     """

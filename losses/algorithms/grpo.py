@@ -9,7 +9,8 @@ from ..registry import register
 class GRPO(Algorithm):
     """GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300).
 
-    Â_i = (r_i − mean_g r)/(std_g r + ε);  L = (1/S) Σ_i (1/|o_i|) Σ_t max(−Âρ, −Â clip(ρ, 1±0.2)) + β·KL.
+    Â_i = (r_i − mean_g r)/(std_g r + ε);
+    L = (1/S) Σ_i (1/|o_i|) Σ_t max(−Âρ, −Â clip(ρ, 1±0.2)) + β·KL.
     """
 
 

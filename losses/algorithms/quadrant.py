@@ -30,7 +30,8 @@ class QuadrantConfig(AlgorithmConfig):
 @register("quadrant_nlr", quadrants=("NLR",))
 @register("quadrant_nhr", quadrants=("NHR",))
 class QuadrantIsolation(Algorithm):
-    """Quadrant isolation (arXiv 2604.11056): DAPO loss × 1[token ∈ ∪ quadrants]; the normaliser still counts every response token.
+    """Quadrant isolation (arXiv 2604.11056): DAPO loss × 1[token ∈ ∪ quadrants];
+    the normaliser still counts every response token.
 
     L = (1/N) Σ_{i,t} 1[(i,t) ∈ Q] · max(−Âρ, −Â clip(ρ, 1−ε_low, 1+ε_high)).
     """

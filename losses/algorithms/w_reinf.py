@@ -25,7 +25,8 @@ class WReinfConfig(AlgorithmConfig):
 
 @register("w_reinf")
 class WReinf(Algorithm):
-    """W-REINF (arXiv 2506.01347): L = (1/N) Σ_{i,t} w_i · l_{i,t} with Â_i = r_i (±1 rewards), w_i = λ if Â_i > 0 else 1 (λ = 0.1).
+    """W-REINF (arXiv 2506.01347): L = (1/N) Σ_{i,t} w_i · l_{i,t}
+    with Â_i = r_i (±1 rewards), w_i = λ if Â_i > 0 else 1 (λ = 0.1).
 
     l is the clipped surrogate, whose gradient at ρ = 1 is REINFORCE's −Â ∇log π.
     """

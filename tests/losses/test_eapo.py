@@ -1,21 +1,10 @@
-import math
-
 import pytest
 import torch
 
 from losses import build_algorithm
 from losses.eapo import entropy_aware_advantages
 from tests.losses.conftest import make_batch
-
-
-def loop_group_stats(entropy, mask, group_ids, i):
-    """Mean and population std of H over all response tokens of row i's group (plain loops)."""
-    vals = [entropy[j][t] for j in range(len(group_ids)) if group_ids[j] == group_ids[i]
-            for t in range(len(mask[j])) if mask[j][t]]
-    if not vals:
-        return 0.0, 0.0
-    mu = sum(vals) / len(vals)
-    return mu, math.sqrt(sum((v - mu) ** 2 for v in vals) / len(vals))
+from tests.losses.loops import loop_group_stats, loop_quadrant_of
 
 
 def loop_eapo(adv, ent, mask, gid, alpha, phi, plain=None):
@@ -91,15 +80,9 @@ def test_without_quadrant_matches_loop(q):
     b = make_batch(seed=6, B=12, T=9, G=3)
     algo = build_algorithm({"name": f"eapo_wo_{q.lower()}"})
     credit = algo.shape_credit(b["advantages"], b["entropy"], b["old_logprobs"], b["mask"], b["group_ids"])
-    adv, ent, mask, gid = b["advantages"].tolist(), b["entropy"].tolist(), b["mask"].tolist(), b["group_ids"].tolist()
-    plain = [[False] * len(adv[0]) for _ in adv]
-    for i in range(len(adv)):
-        mu, sd = loop_group_stats(ent, mask, gid, i)
-        for t in range(len(adv[0])):
-            if mask[i][t]:
-                high = ent[i][t] >= mu or sd < 1e-8
-                name = ("P" if adv[i][t] >= 0 else "N") + ("H" if high else "L") + "R"
-                plain[i][t] = name == q
+    names = loop_quadrant_of(b["advantages"].tolist(), b["entropy"].tolist(), b["mask"].tolist(),
+                             b["group_ids"].tolist())
+    plain = [[name == q for name in row] for row in names]
     ref = loop_eapo(b["advantages"], b["entropy"], b["mask"], b["group_ids"], 0.2, 2.0, plain)
     m = b["mask"]
     torch.testing.assert_close(credit.advantages[m], ref[m], rtol=1e-12, atol=1e-12)

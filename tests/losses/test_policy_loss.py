@@ -45,6 +45,11 @@ def run(algo, b, logprobs, ref=None, entropy=None):
     return out, credit
 
 
+def assert_loss_and_grad(loss, ref, leaf, rtol=1e-12):
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grads(loss, leaf), grads(ref, leaf), rtol=rtol, atol=1e-14)
+
+
 def grads(loss, leaf):
     (g,) = torch.autograd.grad(loss, leaf, retain_graph=True)
     return g
@@ -57,8 +62,7 @@ def test_clipped_surrogate_matches_loop(dual):
     out, credit = run(algo, b, logprobs)
     lp, old, a = logprobs, b["old_logprobs"], credit.advantages
     ref = loop_token_mean(b, lp, lambda i, t: loop_surrogate(lp[i, t], old[i, t], a[i, t], 0.2, 0.28, dual))
-    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(grads(out.loss, lp), grads(ref, lp), rtol=1e-12, atol=1e-14)
+    assert_loss_and_grad(out.loss, ref, lp, rtol=1e-12)
     assert 0 < out.metrics["clip_fraction"] < 1
     assert abs(out.metrics["pg_loss"] - ref.item()) < 1e-12
     m = b["mask"]
@@ -93,13 +97,15 @@ def test_kl_term_matches_loop(est):
     out, credit = run(algo, b, logprobs, ref=ref_lp)
     lp, old, a = logprobs, b["old_logprobs"], credit.advantages
 
+    def surrogate(i, t):
+        return loop_surrogate(lp[i, t], old[i, t], a[i, t], 0.2, 0.28, None)
+
     def kl(i, t):
         log_r = ref_lp[i, t] - lp[i, t]
         return {"k1": -log_r, "k2": 0.5 * log_r ** 2, "k3": torch.exp(log_r) - 1 - log_r}[est]
 
-    ref = loop_token_mean(b, lp, lambda i, t: loop_surrogate(lp[i, t], old[i, t], a[i, t], 0.2, 0.28, None) + 0.3 * kl(i, t))
-    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(grads(out.loss, lp), grads(ref, lp), rtol=1e-12, atol=1e-14)
+    ref = loop_token_mean(b, lp, lambda i, t: surrogate(i, t) + 0.3 * kl(i, t))
+    assert_loss_and_grad(out.loss, ref, lp, rtol=1e-12)
     with pytest.raises(ValueError, match="kl_coef"):
         run(algo, b, logprobs)
 
@@ -110,9 +116,12 @@ def test_entropy_bonus_matches_loop():
     algo = build_algorithm({"name": "entroreg", "entropy_coef": 0.05})
     out, credit = run(algo, b, logprobs, entropy=ent)
     lp, old, a = logprobs, b["old_logprobs"], credit.advantages
-    ref = loop_token_mean(b, lp, lambda i, t: loop_surrogate(lp[i, t], old[i, t], a[i, t], 0.2, 0.28, None) - 0.05 * ent[i, t])
-    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(grads(out.loss, lp), grads(ref, lp), rtol=1e-12, atol=1e-14)
+
+    def surrogate(i, t):
+        return loop_surrogate(lp[i, t], old[i, t], a[i, t], 0.2, 0.28, None)
+
+    ref = loop_token_mean(b, lp, lambda i, t: surrogate(i, t) - 0.05 * ent[i, t])
+    assert_loss_and_grad(out.loss, ref, lp, rtol=1e-12)
     with pytest.raises(ValueError, match="entropy_coef"):
         run(algo, b, logprobs)
 
@@ -132,8 +141,7 @@ def test_gspo_matches_sequence_loop():
         adv = a[i, toks[0]]
         total = total + torch.maximum(-adv * s, -adv * torch.clamp(s, 1 - 3e-4, 1 + 4e-4))
     ref = total / len(seqs)
-    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(grads(out.loss, lp), grads(ref, lp), rtol=1e-10, atol=1e-14)
+    assert_loss_and_grad(out.loss, ref, lp, rtol=1e-10)
     assert 0 < out.metrics["clip_fraction"] < 1
 
 
@@ -159,8 +167,7 @@ def test_kl_cov_matches_loop():
         return l + 2.0 * torch.abs(lp[i, t] - old[i, t]) if (i, t) in top else l
 
     ref = loop_token_mean(b, lp, tok)
-    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(grads(out.loss, lp), grads(ref, lp), rtol=1e-12, atol=1e-14)
+    assert_loss_and_grad(out.loss, ref, lp, rtol=1e-12)
     assert abs(out.metrics["cov_selected_fraction"] - k / len(cells)) < 1e-12
 
 
@@ -178,8 +185,7 @@ def test_clip_cov_all_in_window_matches_loop():
         return 0.0 * l1 if (not clipped and 0.0 < cov[(i, t)] < 1e9) else torch.maximum(l1, l2)
 
     ref = loop_token_mean(b, lp, tok)
-    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(grads(out.loss, lp), grads(ref, lp), rtol=1e-12, atol=1e-14)
+    assert_loss_and_grad(out.loss, ref, lp, rtol=1e-12)
     assert out.metrics["cov_selected_fraction"] > 0
 
 

@@ -3,19 +3,7 @@ import torch
 from losses import build_algorithm
 from losses.quadrants import quadrant_masks
 from tests.losses.conftest import make_batch
-from tests.losses.test_eapo import loop_group_stats
-
-
-def loop_quadrant_of(adv, ent, mask, gid):
-    """[B][T] quadrant names (None on padding), from plain loops."""
-    out = [[None] * len(adv[0]) for _ in adv]
-    for i in range(len(adv)):
-        mu, sd = loop_group_stats(ent, mask, gid, i)
-        for t in range(len(adv[0])):
-            if mask[i][t]:
-                high = ent[i][t] >= mu or sd < 1e-8
-                out[i][t] = ("P" if adv[i][t] >= 0 else "N") + ("H" if high else "L") + "R"
-    return out
+from tests.losses.loops import loop_quadrant_of
 
 
 def test_masks_match_loop_and_partition():

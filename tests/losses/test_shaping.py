@@ -5,7 +5,7 @@ import torch
 
 from losses import build_algorithm
 from tests.losses.conftest import make_batch
-from tests.losses.test_quadrants import loop_quadrant_of
+from tests.losses.loops import loop_quadrant_of
 
 
 def credit_of(name, b, **extra):
@@ -74,7 +74,8 @@ def test_a3po_matches_loop(rank_by):
                bottom_fraction=0.4, bottom_scale=0.5)
     c = credit_of("a3po", b, **cfg)
     a, m = b["advantages"].tolist(), b["mask"].tolist()
-    key = [[math.exp(x) for x in row] for row in b["old_logprobs"].tolist()] if rank_by == "prob" else b["entropy"].tolist()
+    probs = [[math.exp(x) for x in row] for row in b["old_logprobs"].tolist()]
+    key = probs if rank_by == "prob" else b["entropy"].tolist()
     for i in range(10):
         toks = [t for t in range(12) if m[i][t]]
         desc = sorted(toks, key=lambda t: -key[i][t])
