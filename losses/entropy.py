@@ -65,11 +65,10 @@ class _ChunkedLogProbEntropy(torch.autograd.Function):
             gz = _grad_logits(hidden[s:e], weight, labels[s:e], lse[s:e], ent[s:e],
                               None if grad_logp is None else grad_logp[s:e] * inv_t,
                               None if grad_ent is None else grad_ent[s:e] * inv_t, inv_t, buf, pbuf)
-            gz = gz.to(weight.dtype)
             if grad_h is not None:
-                grad_h[s:e] = gz @ weight
-            if grad_w is not None:
-                grad_w.addmm_(gz.t().to(cdt), hidden[s:e].to(cdt))
+                grad_h[s:e] = gz.to(weight.dtype) @ weight
+            if grad_w is not None:  # accumulated in the compute dtype (float32 for bf16 inputs)
+                grad_w.addmm_(gz.t(), hidden[s:e].to(cdt))
         grad_w = None if grad_w is None else grad_w.to(weight.dtype)
         return grad_h, grad_w, None, None, None
 
