@@ -83,6 +83,7 @@ class ModelEngine:
 
     def _sampling(self, req, max_tokens: int):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         if req.n > self.limits["max_n"]:
             raise RequestError(400, f"'n' is {req.n}, above the limit of {self.limits['max_n']}", "n")
@@ -96,16 +97,20 @@ class ModelEngine:
         stop = [req.stop] if isinstance(req.stop, str) else req.stop
         return SamplingParams(n=req.n, temperature=req.temperature, top_p=req.top_p, max_tokens=max_tokens,
                               seed=req.seed, stop=stop, logprobs=nlog,
-                              ignore_eos=req.ignore_eos)
+                              ignore_eos=req.ignore_eos,
+                              output_kind=RequestOutputKind.FINAL_ONLY)
 
     # ---- generation ----------------------------------------------------------------------
     async def _generate(self, ids: list[int], params) -> Any:
         from vllm.inputs import TokensPrompt
 
-        final = None
+        final, by_index = None, {}
         async for out in self.engine.generate(TokensPrompt(prompt_token_ids=ids), params,
                                               request_id=uuid.uuid4().hex):
             final = out
+            for comp in out.outputs:  # with n > 1, samples may finish in different outputs
+                by_index[comp.index] = comp
+        final.outputs = [by_index[i] for i in sorted(by_index)]
         return final
 
     async def handle(self, req: CompletionRequest | ChatCompletionRequest) -> dict:
@@ -143,7 +148,7 @@ class ModelEngine:
     def _completion_body(self, req: CompletionRequest, outs) -> dict:
         choices = []
         for out in outs:
-            for comp in out.outputs:
+            for comp in sorted(out.outputs, key=lambda c: c.index):
                 text = comp.text
                 if req.echo:
                     text = self.tokenizer.decode(out.prompt_token_ids) + text
@@ -169,6 +174,7 @@ class ModelEngine:
     def _chat_body(self, req: ChatCompletionRequest, out) -> dict:
         choices = [{"index": i, "message": {"role": "assistant", "content": comp.text},
                     "logprobs": self._chat_logprobs(comp, req.top_logprobs or 0) if req.logprobs else None,
-                    "finish_reason": comp.finish_reason or "stop"} for i, comp in enumerate(out.outputs)]
+                    "finish_reason": comp.finish_reason or "stop"}
+                   for i, comp in enumerate(sorted(out.outputs, key=lambda c: c.index))]
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": self.model_id, "choices": choices, "usage": self._usage([out])}

@@ -58,10 +58,15 @@ class ChatCompletionRequest(_Base):
     max_completion_tokens: int | None = Field(None, ge=1)
 
 
+# Union members show up in pydantic error locations (e.g. "prompt.str"); they are not field names.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
+
+
 def validation_error(exc: ValidationError) -> RequestError:
     """The first pydantic error as a 400 naming the field (e.g. ``messages.0.role``)."""
     err = exc.errors()[0]
-    param = ".".join(str(p) for p in err.get("loc", ())) or None
+    parts = [str(p) for p in err.get("loc", ()) if isinstance(p, int) or p not in _TYPE_TAGS and p.isidentifier()]
+    param = ".".join(parts) or None
     return RequestError(400, f"invalid field {param!r}: {err.get('msg')}", param, "invalid_value")
 
 
