@@ -7,7 +7,7 @@ Public API::
     verify_batch(responses, golds, timeout_s=5.0) -> list[Verdict]
 
 ``reason`` is one of ``correct``, ``wrong``, ``no_answer``, ``timeout``, ``parse_error``.
-Plain integer answers take a fast path that never touches math-verify (same result: integers are
+Identical strings and plain integer answers take a fast path that never touches math-verify (same result: integers are
 compared exactly, and ``70`` equals ``70.0``). Everything else is judged in a sandboxed child
 process (see ``verifier_pool``), so results are identical in threads, Ray tasks and Ray actors, and
 each call is bounded in time and memory.
@@ -135,6 +135,8 @@ def _precheck(answer: str | None, gold: str) -> str | None:
         return "no_answer"
     if len(answer) > MAX_ANSWER_CHARS or _brace_depth(answer) > MAX_BRACE_DEPTH:
         return "parse_error"
+    if answer == gold:
+        return "correct"  # identical strings: math-verify agrees (parsed or string comparison)
     a_int, g_int = _as_int(answer), _as_int(gold)
     if a_int is None and g_int is not None:
         a_int = _numeric_tower(answer)

@@ -110,6 +110,10 @@ class Ingress:
             return JSONResponse(payload, status_code=status)
         except RequestError as err:
             return _error(err)
+        except Exception as exc:  # noqa: BLE001 - engine failure: report it, keep serving
+            msg = f"internal error while serving the request: {type(exc).__name__}: {exc}"
+            return JSONResponse({"error": {"message": msg[:2000], "type": "server_error", "param": None,
+                                           "code": None}}, status_code=500)
 
     @api.post("/v1/completions")
     async def completions(self, request: Request):

@@ -69,6 +69,10 @@ class ModelEngine:
     def _max_tokens(self, req, prompt_len: int, field: str) -> int:
         limit = self.limits["max_tokens_limit"]
         asked = getattr(req, "max_completion_tokens", None) or req.max_tokens
+        if asked == 0:
+            if not getattr(req, "echo", False):
+                raise RequestError(400, "'max_tokens' may be 0 only with 'echo': true", "max_tokens")
+            asked = 1  # score the prompt; the one sampled token is dropped from the response
         if asked is not None and asked > limit:
             raise RequestError(400, f"'max_tokens' is {asked}, above this server's limit of {limit}",
                                "max_tokens", "max_tokens_exceeded")
@@ -95,7 +99,8 @@ class ModelEngine:
             field = "top_logprobs" if isinstance(req, ChatCompletionRequest) else "logprobs"
             raise RequestError(400, f"'{field}' is {nlog}, above the limit of {self.limits['max_logprobs']}", field)
         stop = [req.stop] if isinstance(req.stop, str) else req.stop
-        return SamplingParams(n=req.n, temperature=req.temperature, top_p=req.top_p, max_tokens=max_tokens,
+        prompt_lp = nlog if isinstance(req, CompletionRequest) and req.echo and nlog is not None else None
+        return SamplingParams(n=req.n, prompt_logprobs=prompt_lp, temperature=req.temperature, top_p=req.top_p, max_tokens=max_tokens,
                               seed=req.seed, stop=stop, logprobs=nlog,
                               ignore_eos=req.ignore_eos,
                               output_kind=RequestOutputKind.FINAL_ONLY)
@@ -132,28 +137,36 @@ class ModelEngine:
     def _token_str(self, tid: int) -> str:
         return self.tokenizer.decode([tid])
 
-    def _completion_logprobs(self, comp) -> dict | None:
-        if comp.logprobs is None:
-            return None
+    def _completion_logprobs(self, steps) -> dict:
+        """OpenAI legacy logprobs from ``(token_id, {id: Logprob} | None)`` steps."""
         tokens, lps, tops, offsets, pos = [], [], [], [], 0
-        for tid, step in zip(comp.token_ids, comp.logprobs):
+        for tid, step in steps:
             tok = self._token_str(tid)
             tokens.append(tok)
-            lps.append(step[tid].logprob if tid in step else None)
-            tops.append({self._token_str(t): lp.logprob for t, lp in step.items()})
+            lps.append(step[tid].logprob if step and tid in step else None)
+            tops.append({self._token_str(t): lp.logprob for t, lp in step.items()} if step else None)
             offsets.append(pos)
             pos += len(tok)
         return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+    def _completion_choice(self, req: CompletionRequest, out, comp, index: int) -> dict:
+        score_only = req.max_tokens == 0
+        token_ids = [] if score_only else list(comp.token_ids)
+        text = "" if score_only else comp.text
+        steps = [] if score_only or comp.logprobs is None else list(zip(token_ids, comp.logprobs))
+        if req.echo:
+            text = self.tokenizer.decode(out.prompt_token_ids) + text
+            if req.logprobs is not None:
+                steps = list(zip(out.prompt_token_ids, out.prompt_logprobs or [])) + steps
+        logprobs = self._completion_logprobs(steps) if req.logprobs is not None else None
+        return {"index": index, "text": text, "logprobs": logprobs,
+                "finish_reason": "length" if score_only else (comp.finish_reason or "stop")}
 
     def _completion_body(self, req: CompletionRequest, outs) -> dict:
         choices = []
         for out in outs:
             for comp in sorted(out.outputs, key=lambda c: c.index):
-                text = comp.text
-                if req.echo:
-                    text = self.tokenizer.decode(out.prompt_token_ids) + text
-                choices.append({"index": len(choices), "text": text, "logprobs": self._completion_logprobs(comp),
-                                "finish_reason": comp.finish_reason or "stop"})
+                choices.append(self._completion_choice(req, out, comp, len(choices)))
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": self.model_id, "choices": choices, "usage": self._usage(outs)}
 

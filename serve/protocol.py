@@ -39,7 +39,7 @@ class CompletionRequest(_Base):
     prompt: Union[str, list[str], list[int], list[list[int]]]
     logprobs: int | None = Field(None, ge=0)
     echo: bool = False
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=0)  # 0 with echo: score the prompt only (lm-eval loglikelihood)
 
 
 class ChatMessage(BaseModel):

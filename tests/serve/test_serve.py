@@ -59,6 +59,8 @@ BAD_REQUESTS = [
     ("completions", json.dumps({"model": "tiny-a"}).encode(), 400, "prompt"),
     ("completions", json.dumps({"model": "tiny-a", "prompt": "1 " * 3000}).encode(), 400, "prompt"),
     ("completions", json.dumps({"model": "tiny-a", "prompt": "x", "logprobs": 10**3}).encode(), 400, "logprobs"),
+    ("completions", json.dumps({"model": "tiny-a", "prompt": "x", "max_tokens": 0}).encode(), 400, "max_tokens"),
+    ("completions", json.dumps({"model": "tiny-a", "prompt": "x", "stream": True}).encode(), 400, "stream"),
     ("chat/completions", json.dumps({"model": "tiny-a", "messages": "hi"}).encode(), 400, "messages"),
     ("chat/completions", json.dumps({"model": "tiny-a", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
      400, "messages.0.role"),
@@ -122,3 +124,12 @@ def test_eval_cli(served, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "AMC (Avg@1 / Pass@1)" in out.stdout
     assert json.loads((tmp_path / "results.json").read_text())["model"] == "tiny-b"
+
+
+def test_echo_prompt_logprobs_for_loglikelihood(client):
+    """lm-eval style scoring: echo + logprobs + max_tokens=0 returns the prompt's token logprobs."""
+    r = client.completions.create(model="tiny-a", prompt="1+1=2", max_tokens=0, echo=True, logprobs=1)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text == "1+1=2"
+    assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:])
+    assert "".join(lp.tokens) == "1+1=2"
