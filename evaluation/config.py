@@ -23,7 +23,7 @@ class EvalConfig:
     benchmarks: list[str] = field(default_factory=lambda: list(PAPER_BENCHMARKS))
     k: Any = field(default_factory=lambda: dict(PAPER_K))
     n: Any = None
-    limit: int | None = None
+    limit: Any = None  # None, an int for every benchmark, or a map benchmark -> int
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 3072
@@ -49,6 +49,12 @@ class EvalConfig:
         if n < k:
             raise ValueError(f"eval config: n={n} < k={k} for benchmark {bench!r}")
         return n
+
+    def limit_for(self, bench: str) -> int | None:
+        """Number of problems of ``bench`` to evaluate (None = all)."""
+        if self.limit is None or (isinstance(self.limit, Mapping) and self.limit.get(bench) is None):
+            return None
+        return _per_benchmark(self.limit, bench, "limit", default=0)
 
     def validate(self) -> "EvalConfig":
         """Raise ValueError naming the offending field."""

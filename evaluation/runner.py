@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.benchmarks import load_benchmark
-from evaluation.config import EvalConfig, to_eval_config
+from evaluation.config import PAPER_BENCHMARKS, EvalConfig, to_eval_config
 from evaluation.metrics import benchmark_metrics
 from evaluation.report import write_outputs
 from evaluation.sampler import ResponseCache, sample_all
@@ -49,12 +49,13 @@ def evaluate(cfg: Any) -> dict:
 
     ``cfg`` is an ``EvalConfig``, a dict or a DictConfig with the fields of configs/eval/eval.yaml.
     Returns ``{"model", "endpoint", "benchmarks": {name: {avg, pass, k, n, num_problems, reasons}},
-    "avg", "outputs"}`` with accuracies in percent; "avg" is the mean Avg@k over the benchmarks.
+    "avg", "avg_over", "outputs"}`` with accuracies in percent; "avg" is the mean Avg@k over the
+    paper's six benchmarks among those evaluated (over all evaluated ones when none of the six is).
     """
     cfg = to_eval_config(cfg)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else _default_output_dir(cfg)
     cache = ResponseCache(Path(cfg.cache_dir or out_dir / "cache") / "responses.jsonl")
-    suites = {b: load_benchmark(b, cfg.data_dir, cfg.prompt_template, cfg.limit) for b in cfg.benchmarks}
+    suites = {b: load_benchmark(b, cfg.data_dir, cfg.prompt_template, cfg.limit_for(b)) for b in cfg.benchmarks}
     jobs = [(p, cfg.n_for(b)) for b, probs in suites.items() for p in probs]
     from tqdm import tqdm
 
@@ -68,8 +69,9 @@ def evaluate(cfg: Any) -> dict:
     for name, problems in suites.items():
         results["benchmarks"][name] = _score_benchmark(name, problems, texts[i : i + len(problems)], cfg)
         i += len(problems)
-    avgs = [m["avg"] for m in results["benchmarks"].values()]
-    results["avg"] = sum(avgs) / len(avgs) if avgs else 0.0
+    over = [b for b in results["benchmarks"] if b in PAPER_BENCHMARKS] or list(results["benchmarks"])
+    results["avg"] = sum(results["benchmarks"][b]["avg"] for b in over) / len(over)
+    results["avg_over"] = over
     results["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "api_key"}
     results["outputs"] = write_outputs(results, out_dir, cfg.plot)
     return results
