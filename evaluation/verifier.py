@@ -143,7 +143,9 @@ def _precheck(answer: str | None, gold: str) -> str | None:
     if a_int is not None and g_int is not None:
         return "correct" if a_int == g_int else "wrong"
     if a_int is None and _numeric_tower(answer) == float("inf"):
-        return "wrong" if _numeric_tower(gold) is None else "timeout"
+        # Too large to expand (sympy would hang); equal only to the same tower written differently.
+        same = _numeric_tower(gold) is not None and re.findall(r"\d+", answer) == re.findall(r"\d+", gold)
+        return "correct" if same else "wrong"
     return None
 
 
@@ -181,7 +183,10 @@ def score(response: str, gold) -> float:
 def verify_batch(
     responses: Sequence[str], golds: Sequence, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> list[Verdict]:
-    """Judge many responses; items needing math-verify run in parallel across the worker pool."""
+    """Judge many responses; items needing math-verify run in parallel across the worker pool.
+
+    ``timeout_s`` bounds each item's verification (from the moment a pool worker takes it).
+    """
     if len(responses) != len(golds):
         raise ValueError(f"verify_batch: {len(responses)} responses but {len(golds)} golds")
     answers = [extract_answer(r) for r in responses]

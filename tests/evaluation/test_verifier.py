@@ -37,6 +37,13 @@ def test_not_equivalent(response, gold):
     assert verify(response, gold) == Verdict(0.0, "wrong")
 
 
+def test_power_towers_never_reach_sympy():
+    assert verify("\\boxed{9^{9^{9^{9}}}}", "9^{9^{9^{9}}}").reason == "correct"
+    assert verify("\\boxed{9^{9^{9^{9}}}}", "9^{ 9^{9^{9}} }").reason == "correct"
+    assert verify("\\boxed{9^{9^{9^{9}}}}", "9^{9^{9^{8}}}").reason == "wrong"
+    assert verify("\\boxed{2^{2^{2}}}", "16").reason == "correct"
+
+
 def test_last_boxed_wins_and_nested_braces():
     assert extract_answer("\\boxed{1} then \\boxed{\\frac{a}{b}}") == "\\frac{a}{b}"
     assert verify("no answer here", "3") == Verdict(0.0, "no_answer")
@@ -46,7 +53,9 @@ def test_last_boxed_wins_and_nested_braces():
 def test_integer_fast_path_matches_math_verify():
     """The fast path must agree with math-verify itself (called through the worker pool)."""
     from evaluation.verifier_pool import get_pool
-    pairs = [("70", "70.0"), ("70", "71"), ("-3", "-3"), ("007", "7"), ("0", "0.000"), ("12", "12.5")]
+    pairs = [("70", "70.0"), ("70", "71"), ("-3", "-3"), ("007", "7"), ("0", "0.000"), ("12", "12.5"),
+             ("\\frac{1}{2}", "\\frac{1}{2}"), ("\\text{(B)}", "\\text{(B)}"), ("2^{10}", "1024"),
+             ("2^{2^{2}}", "16"), ("2^{2^{2}}", "17"), ("3^{4}", "81.0")]
     for answer, gold in pairs:
         fast = verify(f"\\boxed{{{answer}}}", gold).reason
         slow = get_pool().judge(answer, gold, 10.0)
