@@ -1,0 +1,179 @@
+"""The Ray Train worker loop: a DeepSpeed engine per worker, fed by the rollout stream.
+
+Per step, each worker takes its shards of the step from the Ray Train dataset shard, then:
+old-policy log-probs and entropies (no grad) -> credit shaping over the worker's batch
+(EAPO or any registered algorithm) -> ``epochs_per_step`` passes of ``mini_batches_per_step``
+optimizer steps, each accumulated over micro-batches with DeepSpeed -> rank 0 publishes the new
+weights to the rollout engines, logs metrics and (every ``save_every`` steps) all ranks write a
+checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from actors.checkpoint import load_trainer_state, save_checkpoint
+from actors.policy_forward import old_policy_stats, token_logprobs_entropy
+from actors.reward import verdict_counts
+from actors.weights import STORE_NAME, state_dict_for_publish
+from pipeline.batch import collate
+from pipeline.config import Config, shards_per_step
+
+
+def _disable_deepspeed_shm_op() -> None:
+    """DeepSpeed compiles a CPU shared-memory all-reduce op at first init (~1 min); gloo suffices."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def build_engine(cfg: Config, model_path: str, micro: int, grad_accum: int):
+    """DeepSpeed engine around the HF policy with a torch AdamW (no fused-kernel compilation)."""
+    import deepspeed
+    from transformers import AutoModelForCausalLM
+
+    _disable_deepspeed_shm_op()
+    dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    t = cfg.trainer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    ds_config = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": t.grad_clip,
+        "zero_optimization": {"stage": t.zero_stage},
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    return engine
+
+
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def optimise(engine, algo, batch, old_lp, credit, cfg: Config, world: int) -> dict:
+    """``epochs_per_step`` x ``mini_batches_per_step`` optimizer steps on one worker's batch."""
+    from losses import Normalizer
+
+    t = cfg.trainer
+    mini = batch.size // t.mini_batches_per_step
+    micro = min(t.micro_batch_size, mini)
+    stats: dict[str, list[float]] = {"loss": [], "grad_norm": [], "clip_fraction": [], "approx_kl": []}
+    for _ in range(t.epochs_per_step):
+        for m0 in range(0, batch.size, mini):
+            rows = slice(m0, m0 + mini)
+            mask = batch.response_mask[rows]
+            tokens, seqs = _all_reduce_sum([float(mask.sum()), float(mask.any(-1).sum())])
+            norm = Normalizer(tokens, seqs, float(cfg.rollout.max_tokens), world, mini // micro)
+            loss_sum = 0.0
+            for u0 in range(m0, m0 + mini, micro):
+                sub = slice(u0, u0 + micro)
+                part = batch.rows(sub)
+                lp, ent = token_logprobs_entropy(engine.module, part, cfg.rollout.temperature,
+                                                 t.logprob_chunk_size)
+                out = algo.policy_loss(lp, old_lp[sub], credit[sub], part.response_mask, norm, entropy=ent)
+                engine.backward(out.loss)
+                engine.step()
+                loss_sum += out.metrics["pg_loss"]
+                stats["clip_fraction"].append(out.metrics["clip_fraction"])
+                stats["approx_kl"].append(out.metrics["approx_kl"])
+            stats["loss"].append(_all_reduce_sum([loss_sum])[0])
+            grad_norm = engine.get_global_grad_norm()
+            stats["grad_norm"].append(float(grad_norm) if grad_norm is not None else float("nan"))
+    return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+def publish_weights(engine, version: int) -> float:
+    """Rank 0: put the new weights in the object store and announce ``version``; returns seconds."""
+    import ray
+
+    t0 = time.perf_counter()
+    if engine.global_rank == 0:
+        ref = ray.put(state_dict_for_publish(engine.module))
+        ray.get(ray.get_actor(STORE_NAME).publish.remote(version, [ref]))
+    return time.perf_counter() - t0
+
+
+def step_metrics(shards, batch, old_entropy, diag, opt_stats, timings) -> dict:
+    """Scalars logged for one step (see README, "Metrics")."""
+    mask = batch.response_mask
+    lengths = mask.sum(-1)
+    beh_gap = ((batch.behaviour_logprobs - 0) * mask).sum() / mask.sum().clamp(min=1)
+    return {
+        "reward/mean": float(batch.rewards.mean()),
+        "reward/solved_all_share": float(np.mean([s.rewards.min() > 0 for s in shards])),
+        "response_length/mean": float(lengths.mean()),
+        "response_length/truncated_share": float(np.mean([t for s in shards for t in s.truncated])),
+        "entropy/mean": float((old_entropy * mask).sum() / mask.sum().clamp(min=1)),
+        "advantage/abs_mean": float(batch.advantages.abs().mean()),
+        "rollout/behaviour_logprob_mean": float(beh_gap),
+        "rollout/weight_version_lag": float(np.mean([s.step - s.weight_version for s in shards])),
+        **opt_stats, **diag, **verdict_counts(shards), **timings,
+    }
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Entry point of each Ray Train worker (see module docstring)."""
+    import ray.train
+    from losses import build_algorithm
+
+    cfg: Config = loop_config["config"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    start_step, model_path = loop_config["start_step"], loop_config["model_path"]
+    per_worker = shards_per_step(cfg) // world
+    responses = cfg.trainer.prompts_per_step // world * cfg.rollout.n
+    mini = responses // cfg.trainer.mini_batches_per_step
+    micro = min(cfg.trainer.micro_batch_size, mini)
+    engine = build_engine(cfg, model_path, micro, mini // micro)
+    load_trainer_state(engine, cfg.run_dir, start_step, rank, cfg.seed)
+    algo = build_algorithm(cfg.algorithm)
+    logger = loop_config["logger_factory"]() if rank == 0 else None
+    stream = ray.train.get_dataset_shard("rollouts").iter_batches(
+        batch_size=per_worker, batch_format="numpy", prefetch_batches=0)
+    pad_id = loop_config["pad_id"]
+    t_prev = time.perf_counter()
+    for step, rows in zip(range(start_step, cfg.trainer.total_steps), stream):
+        shards = list(rows["payload"])
+        t_train = time.perf_counter()
+        batch = collate(shards, pad_id)
+        old_lp, old_ent = old_policy_stats(engine.module, batch, micro, cfg.rollout.temperature,
+                                           cfg.trainer.logprob_chunk_size)
+        adv_tok = batch.advantages[:, None] * batch.response_mask
+        credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
+        diag = algo.diagnostics(adv_tok, credit, old_ent, batch.response_mask, batch.group_ids)
+        opt_stats = optimise(engine, algo, batch, old_lp, credit, cfg, world)
+        train_s = time.perf_counter() - t_train
+        publish_s = publish_weights(engine, step + 1)
+        if (step + 1) % cfg.trainer.save_every == 0 or step + 1 == cfg.trainer.total_steps:
+            save_checkpoint(engine, cfg, step + 1, rank, loop_config["tokenizer_path"])
+        now = time.perf_counter()
+        timings = {
+            "timing/rollout_s": max(s.timings["rollout_s"] for s in shards),
+            "timing/reward_s": max(s.timings["reward_s"] for s in shards),
+            "timing/weight_wait_s": max(s.timings["weight_wait_s"] for s in shards),
+            "timing/train_s": train_s,
+            "timing/weight_sync_s": publish_s + max(s.timings["weight_load_s"] for s in shards),
+            "timing/step_s": now - t_prev,
+        }
+        t_prev = now
+        metrics = step_metrics(shards, batch, old_ent, diag, opt_stats, timings)
+        metrics["rollout/logprob_gap"] = float(((batch.behaviour_logprobs - old_lp).abs() * batch.response_mask).sum()
+                                               / batch.response_mask.sum().clamp(min=1))
+        if logger is not None:
+            logger.log(step + 1, metrics)
+        ray.train.report({"step": step + 1, **{k: v for k, v in metrics.items() if k.startswith("reward")}})
+    if logger is not None:
+        logger.close()

@@ -1,0 +1,69 @@
+"""Moving new policy weights from the train workers to the rollout engines.
+
+Rank 0 of the Ray Train worker group publishes a versioned state dict to the named
+:class:`WeightStore` actor (the tensors go to the object store once; the store only holds the
+reference). Rollout actors ask the store for "at least version v" before they sample a shard of
+step ``s`` (``v = s - staleness``); the call blocks until the trainer has published it, which is
+what keeps training on-policy at staleness 0. Version ``k`` = weights after ``k`` optimizer
+steps of the run (a resumed run starts at its checkpoint's step).
+
+On GPU clusters the same protocol carries the version handshake; the tensors themselves may
+travel by the object store (simple, any topology) — vLLM's NCCL weight-transfer engine is the
+faster path for large models and is left as a drop-in replacement for :func:`load_into_vllm`.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+
+STORE_NAME = "eapo_weight_store"
+
+
+@ray.remote(num_cpus=0, max_concurrency=64)
+class WeightStore:
+    """Latest published weights, as ``(version, [ObjectRef of {name: tensor}])``."""
+
+    def __init__(self, initial_version: int):
+        self.version = initial_version
+        self.refs: list[Any] = []  # empty: the weights are those the engines loaded from disk
+        self.cond = asyncio.Condition()
+
+    async def publish(self, version: int, refs: list) -> None:
+        async with self.cond:
+            if version <= self.version:
+                raise ValueError(f"weight version {version} is not newer than {self.version}")
+            self.version, self.refs = version, refs
+            self.cond.notify_all()
+
+    async def wait_for(self, min_version: int, timeout_s: float | None = None) -> tuple[int, list]:
+        """Block until version >= min_version; returns the latest (version, refs)."""
+        async with self.cond:
+            await asyncio.wait_for(self.cond.wait_for(lambda: self.version >= min_version), timeout_s)
+            return self.version, self.refs
+
+    async def latest(self) -> int:
+        return self.version
+
+
+def get_or_create_store(initial_version: int):
+    return WeightStore.options(name=STORE_NAME, get_if_exists=True, ).remote(
+        initial_version)
+
+
+def state_dict_for_publish(module) -> dict:
+    """CPU copies of the policy's parameters/buffers under their Hugging Face names."""
+    return {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
+
+
+def _load_on_worker(worker, named_tensors: dict) -> int:
+    """Runs inside vLLM's worker (via ``collective_rpc``): load HF-named tensors into the model."""
+    loaded = worker.model_runner.model.load_weights(weights=list(named_tensors.items()))
+    return len(loaded)
+
+
+def load_into_vllm(llm, named_tensors: dict) -> None:
+    """Replace an in-process vLLM engine's weights and drop its prefix cache (stale KV)."""
+    llm.collective_rpc(_load_on_worker, args=(named_tensors,))
+    llm.reset_prefix_cache()

@@ -1,0 +1,198 @@
+"""Typed configuration of a training run, built from the Hydra YAML in ``configs/``.
+
+The YAML files are the only place defaults are written down (with their trade-offs); these
+dataclasses give them types, and :func:`load` rejects unknown keys, wrong types and invalid
+values with a message that names the field, before anything expensive starts.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "tiny"
+    path: Optional[str] = None
+    dtype: str = "float32"
+    cache_dir: str = "~/.cache/eapo"
+    vocab_size: int = 512
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    intermediate_size: int = 512
+    max_position_embeddings: int = 512
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TaskConfig:
+    max_operand: int = 99
+    ops: str = "+"
+    heldout_fraction: float = 0.1
+    num_train_prompts: int = 4096
+
+
+@dataclass
+class WarmStartConfig:
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1.0e-3
+    num_examples: int = 2000
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"
+    path: Optional[str] = None
+    format: str = "auto"
+    prompt_key: str = "prompt"
+    answer_key: str = "reward_model.ground_truth"
+    prompt_suffix: str = ""
+    max_prompt_tokens: int = 128
+    shuffle: bool = True
+
+
+@dataclass
+class RolloutConfig:
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 32
+    num_actors: int = 1
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float = 0.0
+    staleness: int = 0
+    kv_cache_mb: int = 256
+    enforce_eager: bool = True
+    max_model_len: int = 256
+    reward_correct: float = 1.0
+    reward_wrong: float = 0.0
+    verifier_timeout_s: float = 5.0
+
+
+@dataclass
+class TrainerConfig:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    zero_stage: int = 0
+    lr: float = 1.0e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    prompts_per_step: int = 16
+    mini_batches_per_step: int = 1
+    micro_batch_size: int = 64
+    epochs_per_step: int = 1
+    total_steps: int = 60
+    logprob_chunk_size: int = 1024
+    save_every: int = 20
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class HeldoutConfig:
+    size: int = 256
+    max_tokens: int = 32
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"
+    seed: int = 0
+    data_dir: str = "../shared/data"
+    ray_address: Optional[str] = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    algorithm: dict = field(default_factory=lambda: {"name": "eapo"})
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the offending field."""
+
+
+def load(cfg: Any) -> Config:
+    """Hydra ``DictConfig`` (or dict) -> validated :class:`Config`. Raises :class:`ConfigError`."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    raw = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    raw = {k: v for k, v in raw.items() if k not in ("hydra", "preset")}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
+        config: Config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"invalid configuration at '{key}': {err.msg if hasattr(err, 'msg') else err}") from None
+    validate(config)
+    return config
+
+
+def _require(ok: bool, name: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid configuration at '{name}': {why}")
+
+
+def validate(c: Config) -> None:
+    """Check values the types cannot: sizes, ranges and the consistency between sections."""
+    positive = {
+        "rollout.n": c.rollout.n, "rollout.max_tokens": c.rollout.max_tokens,
+        "rollout.num_actors": c.rollout.num_actors, "trainer.num_workers": c.trainer.num_workers,
+        "trainer.prompts_per_step": c.trainer.prompts_per_step, "trainer.total_steps": c.trainer.total_steps,
+        "trainer.mini_batches_per_step": c.trainer.mini_batches_per_step,
+        "trainer.micro_batch_size": c.trainer.micro_batch_size, "trainer.epochs_per_step": c.trainer.epochs_per_step,
+        "trainer.logprob_chunk_size": c.trainer.logprob_chunk_size, "trainer.save_every": c.trainer.save_every,
+        "heldout.max_tokens": c.heldout.max_tokens, "task.num_train_prompts": c.task.num_train_prompts,
+        "warm_start.batch_size": c.warm_start.batch_size,
+    }
+    for name, value in positive.items():
+        _require(value > 0, name, f"must be > 0, got {value}")
+    _require(c.heldout.size >= 0, "heldout.size", f"must be >= 0, got {c.heldout.size}")
+    _require(c.warm_start.steps >= 0, "warm_start.steps", "must be >= 0")
+    _require(c.rollout.staleness >= 0, "rollout.staleness", f"must be >= 0, got {c.rollout.staleness}")
+    _require(c.rollout.temperature > 0, "rollout.temperature", "must be > 0 (the loss divides logits by it)")
+    _require(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+    _require(c.trainer.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", "must be 0, 1, 2 or 3")
+    _require(c.trainer.lr > 0, "trainer.lr", "must be > 0")
+    _require(c.model.kind in ("tiny", "pretrained"), "model.kind", "must be 'tiny' or 'pretrained'")
+    _require(c.model.kind == "tiny" or bool(c.model.path), "model.path", "required when model.kind=pretrained")
+    _require(c.data.source in ("synthetic", "files"), "data.source", "must be 'synthetic' or 'files'")
+    _require(c.data.source == "synthetic" or bool(c.data.path), "data.path", "required when data.source=files")
+    _require(c.data.format in ("auto", "parquet", "jsonl"), "data.format", "must be auto, parquet or jsonl")
+    _require(set(c.task.ops) <= set("+-*") and c.task.ops != "", "task.ops", "a non-empty subset of '+-*'")
+    shards = shards_per_step(c)
+    _require(c.trainer.prompts_per_step % shards == 0, "trainer.prompts_per_step",
+             f"must be divisible by trainer.num_workers x shards per worker = {shards}")
+    per_rank = c.trainer.prompts_per_step // c.trainer.num_workers * c.rollout.n
+    _require(per_rank % c.trainer.mini_batches_per_step == 0, "trainer.mini_batches_per_step",
+             f"must divide the {per_rank} responses each worker trains on per step")
+    mini = per_rank // c.trainer.mini_batches_per_step
+    _require(mini % min(c.trainer.micro_batch_size, mini) == 0, "trainer.micro_batch_size",
+             f"must divide the mini-batch of {mini} responses per worker")
+    _require(isinstance(c.algorithm, dict) and "name" in c.algorithm, "algorithm.name", "missing")
+    from losses import build_algorithm
+
+    try:
+        build_algorithm(c.algorithm)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"invalid configuration at 'algorithm': {err}") from None
+
+
+def shards_per_step(c: Config) -> int:
+    """Rollout shards per step: each train worker takes ``ceil(actors / workers)`` shards a step."""
+    per_worker = -(-c.rollout.num_actors // c.trainer.num_workers)
+    return per_worker * c.trainer.num_workers
+
+
+def resolve_paths(c: Config) -> Config:
+    c.run_dir = os.path.abspath(os.path.expanduser(c.run_dir))
+    c.data_dir = os.path.abspath(os.path.expanduser(c.data_dir))
+    c.model.cache_dir = os.path.abspath(os.path.expanduser(c.model.cache_dir))
+    return c

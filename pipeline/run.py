@@ -1,0 +1,164 @@
+"""Entry point: ``python -m pipeline.run [hydra overrides]`` (locally or via ``ray job submit``).
+
+Order of stages (the only place that knows it):
+validate config -> prepare policy and prompt source (no Ray yet) -> start/attach Ray ->
+read prompts (Ray Data) -> held-out accuracy before -> stream shards through the rollout actor
+pool and the scorer into a Ray Train worker group (DeepSpeed) -> held-out accuracy after ->
+summary.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import hydra
+from omegaconf import DictConfig
+
+from pipeline import config as config_mod
+from pipeline.config import Config, shards_per_step
+from pipeline.run_dir import latest_checkpoint, make_logger_factory, read_metrics, truncate_metrics
+from pipeline.setup import (engine_kwargs, heldout_set, init_ray, prepare_policy, prepare_source,
+                            say)
+
+
+def build_stream(cfg: Config, table, model_path: str, start_step: int):
+    """Prompt shards -> rollout actor pool (vLLM) -> scorer: the Ray Dataset Ray Train consumes."""
+    import ray.data
+
+    from actors.reward import ScoreShards
+    from actors.rollout import RolloutWorker
+    from pipeline.data import shard_stream
+
+    per_step = shards_per_step(cfg)
+    stream = shard_stream(table, start_step * per_step, (cfg.trainer.total_steps - start_step) * per_step,
+                          cfg.trainer.prompts_per_step // per_step, per_step, cfg.seed, cfg.data.shuffle)
+    sampling = {"n": cfg.rollout.n, "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p,
+                "max_tokens": cfg.rollout.max_tokens}
+    stream = stream.map_batches(
+        RolloutWorker, fn_constructor_args=(model_path, start_step, cfg.rollout.staleness, sampling,
+                                            engine_kwargs(cfg), cfg.seed),
+        batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_actors),
+        num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor or None,
+    )
+    return stream.map_batches(
+        ScoreShards, fn_constructor_args=(dict(cfg.algorithm), cfg.rollout.reward_correct, cfg.rollout.reward_wrong,
+                                          cfg.rollout.verifier_timeout_s),
+        batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.2,
+    )
+
+
+def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, tokenizer_path: str) -> None:
+    """Run the Ray Train worker group over the rollout stream until ``trainer.total_steps``."""
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from actors.train_worker import train_loop_per_worker
+
+    t = cfg.trainer
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg, "start_step": start_step, "model_path": model_path, "pad_id": pad_id,
+                           "tokenizer_path": tokenizer_path,
+                           "logger_factory": make_logger_factory(cfg.run_dir, start_step, t.total_steps)},
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+        datasets={"rollouts": build_stream(cfg, table, model_path, start_step)},
+        dataset_config=DataConfig(datasets_to_split=["rollouts"]),
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        run_config=RunConfig(storage_path=os.path.join(cfg.run_dir, "ray_train"), name="train",
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    trainer.fit()
+
+
+def heldout_accuracy(cfg: Config, model_path: str, heldout) -> dict:
+    """Greedy accuracy of ``model_path`` on the held-out problems, in a vLLM Ray actor."""
+    import ray
+
+    from actors.rollout import GreedyEvaluator
+
+    prompts, golds = heldout
+    if not golds:
+        return {"accuracy": float("nan"), "n": 0}
+    actor = GreedyEvaluator.options(num_cpus=cfg.rollout.cpus_per_actor,
+                                    num_gpus=cfg.rollout.gpus_per_actor or None).remote(model_path, engine_kwargs(cfg))
+    try:
+        return ray.get(actor.accuracy.remote(prompts, golds, cfg.heldout.max_tokens, cfg.rollout.verifier_timeout_s))
+    finally:
+        ray.kill(actor)
+
+
+def run(cfg: Config) -> dict:
+    """The whole job; returns the summary written to ``<run_dir>/summary.json``."""
+    t0 = time.time()
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    init_path, tokenizer = prepare_policy(cfg)
+    source = prepare_source(cfg, tokenizer)
+    heldout = heldout_set(cfg, tokenizer)
+    resume = latest_checkpoint(cfg.run_dir)
+    start_step, model_path = resume if resume else (0, init_path)
+    truncate_metrics(cfg.run_dir, start_step)
+    if resume:
+        say(f"resuming from {model_path} (step {start_step})")
+    init_ray(cfg)
+    import ray
+
+    from actors.weights import get_or_create_store
+    from pipeline.data import prompt_table, read_prompts
+
+    table = prompt_table(read_prompts(source, init_path, cfg.data.prompt_key, cfg.data.answer_key,
+                                      cfg.data.prompt_suffix, cfg.data.max_prompt_tokens))
+    say(f"{len(table['uid'])} training prompts from {source.uri}")
+    before = _heldout_before(cfg, init_path, heldout)
+    store = get_or_create_store(start_step)
+    if start_step < cfg.trainer.total_steps:
+        train(cfg, table, model_path, start_step, tokenizer.pad_token_id, init_path)
+    final_step, final_path = latest_checkpoint(cfg.run_dir)
+    after = heldout_accuracy(cfg, final_path, heldout)
+    ray.kill(store)
+    summary = _summary(cfg, before, after, final_step, final_path, time.time() - t0)
+    say(json.dumps(summary, indent=2))
+    return summary
+
+
+def _heldout_before(cfg: Config, init_path: str, heldout) -> dict:
+    path = os.path.join(cfg.run_dir, "heldout_before.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    result = heldout_accuracy(cfg, init_path, heldout)
+    with open(path, "w") as f:
+        json.dump(result, f)
+    say(f"held-out greedy accuracy before RL: {result['accuracy']:.3f} on {result['n']} problems")
+    return result
+
+
+def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str, wall_s: float) -> dict:
+    metrics = read_metrics(cfg.run_dir)
+    timing_keys = [k for k in (metrics[0] if metrics else {}) if k.startswith("timing/")]
+    summary = {
+        "heldout_accuracy_before": before["accuracy"], "heldout_accuracy_after": after["accuracy"],
+        "heldout_size": after["n"], "steps": steps, "wall_s": round(wall_s, 1), "final_checkpoint": final_path,
+        "algorithm": cfg.algorithm["name"],
+        "mean_timings": {k: round(sum(m[k] for m in metrics) / len(metrics), 3) for k in timing_keys},
+        "reward_first_last": [metrics[0]["reward/mean"], metrics[-1]["reward/mean"]] if metrics else None,
+    }
+    with open(os.path.join(cfg.run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base=None)
+def main(hydra_cfg: DictConfig) -> None:
+    try:
+        cfg = config_mod.resolve_paths(config_mod.load(hydra_cfg))
+    except config_mod.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Everything the job prepares before the stream starts: policy, prompt source, held-out set, Ray.
+
+All of it fails fast and cheaply: the policy and the data are checked before any Ray actor,
+vLLM engine or DeepSpeed engine is created.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from pipeline.config import Config
+from pipeline.data import SourceInfo, inspect_source
+
+
+def say(msg: str) -> None:
+    print(f"[pipeline] {msg}", flush=True)
+
+
+def _tiny_spec(cfg: Config):
+    from pipeline.tiny_model import TinyModelSpec
+
+    m = cfg.model
+    return TinyModelSpec(vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                         num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, intermediate_size=m.intermediate_size,
+                         max_position_embeddings=m.max_position_embeddings)
+
+
+def prepare_policy(cfg: Config):
+    """(initial checkpoint path, tokenizer): the cached warm-started tiny policy or ``model.path``."""
+    from transformers import AutoTokenizer
+
+    if cfg.model.kind == "tiny":
+        from pipeline.warm_start import warm_started_policy
+
+        path = warm_started_policy(os.path.join(cfg.model.cache_dir, "warm_start"), _tiny_spec(cfg), cfg.task,
+                                   cfg.warm_start, cfg.seed, log=say)
+    else:
+        path = cfg.model.path
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"model.path={path!r} is not a Hugging Face checkpoint (no config.json)")
+    return path, AutoTokenizer.from_pretrained(path)
+
+
+def _synthetic_dir(cfg: Config) -> str:
+    key = hashlib.sha256(json.dumps([cfg.task.__dict__, cfg.seed]).encode()).hexdigest()[:12]
+    return os.path.join(cfg.model.cache_dir, "synthetic", key)
+
+
+def prepare_source(cfg: Config, tokenizer) -> SourceInfo:
+    """The training prompt source, checked with pyarrow (synthetic prompts are written first)."""
+    if cfg.data.source == "synthetic":
+        from pipeline.synthetic_task import sample_problems, write_parquet
+
+        folder = _synthetic_dir(cfg)
+        path = os.path.join(folder, "train.parquet")
+        if not os.path.exists(path):
+            os.makedirs(folder, exist_ok=True)
+            t = cfg.task
+            problems = sample_problems(t.num_train_prompts, cfg.seed + 1, t.max_operand, t.ops, "train",
+                                       t.heldout_fraction)
+            write_parquet(problems, path + ".tmp")
+            os.replace(path + ".tmp", path)
+        return inspect_source(path, "parquet", "prompt", "reward_model.ground_truth")
+    uri = cfg.data.path
+    if "://" not in uri and not os.path.isabs(uri):
+        uri = os.path.abspath(uri)
+    return inspect_source(uri, cfg.data.format, cfg.data.prompt_key, cfg.data.answer_key)
+
+
+def heldout_set(cfg: Config, tokenizer) -> tuple[list[list[int]], list[str]]:
+    """Held-out (prompt_ids, golds): synthetic problems never used for training."""
+    if cfg.heldout.size == 0 or cfg.data.source != "synthetic":
+        return [], []
+    from pipeline.synthetic_task import sample_problems
+
+    t = cfg.task
+    problems = sample_problems(cfg.heldout.size, cfg.seed + 2, t.max_operand, t.ops, "heldout", t.heldout_fraction)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.question}], tokenize=True,
+                                             add_generation_prompt=True, return_dict=False) for p in problems]
+    return [list(map(int, p)) for p in prompts], [str(p.answer) for p in problems]
+
+
+def engine_kwargs(cfg: Config) -> dict:
+    r = cfg.rollout
+    return {"dtype": cfg.model.dtype, "max_model_len": r.max_model_len, "kv_cache_mb": r.kv_cache_mb,
+            "enforce_eager": r.enforce_eager}
+
+
+def init_ray(cfg: Config) -> None:
+    """Attach to ``ray_address``/``RAY_ADDRESS`` if given, else start a local Ray sized to the machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}}
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env)
+    ray.data.DataContext.get_current().enable_progress_bars = False

@@ -1,0 +1,94 @@
+"""Warm start of the tiny policy: a short supervised run on the synthetic task, cached on disk.
+
+RL needs a policy whose samples are sometimes right: a random tiny model never writes
+``\\boxed{...}``. A brief supervised fine-tune on reference solutions teaches the format and
+part of the arithmetic; RL then does the rest. The result is cached under
+``cache_dir/<key>`` where ``key`` hashes every setting that changes it, so the default job
+pays for it once per machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+
+from pipeline.config import TaskConfig, WarmStartConfig
+from pipeline.synthetic_task import sample_problems
+from pipeline.tiny_model import TinyModelSpec, build_random_policy
+
+
+def cache_key(spec: TinyModelSpec, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:
+    task_key = {k: getattr(task, k) for k in ("max_operand", "ops", "heldout_fraction")}
+    blob = json.dumps({"spec": asdict(spec), "task": task_key, "ws": asdict(ws), "seed": seed, "v": 1},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def warm_started_policy(cache_dir: str, spec: TinyModelSpec, task: TaskConfig, ws: WarmStartConfig,
+                        seed: int, log=print) -> str:
+    """Path of the warm-started checkpoint, building it if it is not cached yet."""
+    path = os.path.join(os.path.expanduser(cache_dir), cache_key(spec, task, ws, seed))
+    if os.path.exists(os.path.join(path, "WARM_START_DONE")):
+        return path
+    tmp = path + f".tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_random_policy(tmp, seed=seed, spec=spec)
+    t0 = time.time()
+    _supervised_fit(tmp, task, ws, seed, log)
+    log(f"[warm start] {ws.steps} supervised steps in {time.time() - t0:.1f}s -> {path}")
+    open(os.path.join(tmp, "WARM_START_DONE"), "w").close()
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path
+
+
+def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int, log) -> None:
+    """Next-token cross-entropy on response tokens of (prompt, reference solution) pairs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    problems = sample_problems(ws.num_examples, seed + 7, task.max_operand, task.ops, "train",
+                               task.heldout_fraction)
+    examples = [_encode(tok, p.question, p.solution()) for p in problems]
+    opt = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(ws.steps):
+        idx = torch.randint(len(examples), (ws.batch_size,), generator=gen).tolist()
+        input_ids, attention, labels = _collate([examples[i] for i in idx], tok.pad_token_id)
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == ws.steps - 1:
+            log(f"[warm start] step {step} loss {loss.item():.4f}")
+    model.save_pretrained(path, safe_serialization=True)
+
+
+def _encode(tok, question: str, solution: str) -> tuple[list[int], int]:
+    prompt = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                     add_generation_prompt=True)
+    p_ids = tok(prompt, add_special_tokens=False).input_ids
+    r_ids = tok(solution, add_special_tokens=False).input_ids + [tok.eos_token_id]
+    return p_ids + r_ids, len(p_ids)
+
+
+def _collate(batch: list[tuple[list[int], int]], pad_id: int):
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 outside responses), [B, L]."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        labels[row, n_prompt: len(ids)] = torch.tensor(ids[n_prompt:])
+    return input_ids, attention, labels

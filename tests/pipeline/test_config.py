@@ -1,0 +1,62 @@
+"""Configuration: Hydra composition, presets, and errors that name the field before anything starts."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from pipeline import config as C
+from tests.conftest import REPO
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_module(config_module="configs", version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_default_composes_to_small_cpu_eapo_run():
+    cfg = C.load(compose_cfg())
+    assert cfg.algorithm["name"] == "eapo" and cfg.algorithm["alpha"] == 0.2 and cfg.algorithm["phi"] == 2.0
+    assert cfg.model.kind == "tiny" and cfg.trainer.use_gpu is False and cfg.rollout.staleness == 0
+
+
+@pytest.mark.parametrize("preset,n,steps,prompts", [("paper_qwen25_math_7b", 8, 220, 512),
+                                                     ("paper_deepscaler_1p5b", 16, 900, 64)])
+def test_paper_presets_carry_the_paper_settings(preset, n, steps, prompts):
+    cfg = C.load(compose_cfg(f"preset={preset}", "model.path=/models/x"))
+    assert (cfg.rollout.n, cfg.trainer.total_steps, cfg.trainer.prompts_per_step) == (n, steps, prompts)
+    assert cfg.trainer.lr == 1e-6 and cfg.rollout.top_p == 0.95 and cfg.rollout.temperature == 1.0
+    assert cfg.algorithm["clip_low"] == 0.2 and cfg.algorithm["clip_high"] == 0.28
+    assert cfg.algorithm["kl_coef"] == 0.0
+    # mini-batch of 32 prompts per optimizer step
+    assert cfg.trainer.prompts_per_step // cfg.trainer.mini_batches_per_step == 32
+
+
+def test_overrides_select_algorithm_and_sizes():
+    cfg = C.load(compose_cfg("algorithm=grpo", "rollout.n=4", "trainer.zero_stage=2"))
+    assert cfg.algorithm["name"] == "grpo" and cfg.rollout.n == 4 and cfg.trainer.zero_stage == 2
+
+
+@pytest.mark.parametrize("override,field", [
+    ("rollout.n=-2", "rollout.n"),
+    ("trainer.prompts_per_step=0", "trainer.prompts_per_step"),
+    ("trainer.zero_stage=5", "trainer.zero_stage"),
+    ("rollout.temperature=0", "rollout.temperature"),
+    ("rollout.num_actors=3", "trainer.prompts_per_step"),
+    ("trainer.micro_batch_size=48", "trainer.micro_batch_size"),
+    ("+trainer.learning_rate=1", "learning_rate"),
+    ("rollout.n=abc", "rollout.n"),
+    ("algorithm.clip_low=-1", "clip_low"),
+])
+def test_invalid_values_name_the_field(override, field):
+    with pytest.raises(C.ConfigError, match=field.replace(".", r"\.")):
+        C.load(compose_cfg(override))
+
+
+def test_unknown_algorithm_fails_before_start_with_known_names():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.run", "algorithm.name=nope", "run_dir=/tmp/eapo-never"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "nope" in proc.stderr and "eapo" in proc.stderr
