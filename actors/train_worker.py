@@ -106,11 +106,15 @@ def publish_weights(engine, version: int) -> float:
     return time.perf_counter() - t0
 
 
-def step_metrics(shards, batch, old_entropy, diag, opt_stats, timings) -> dict:
-    """Scalars logged for one step (see README, "Metrics")."""
+def step_metrics(shards, batch, old_lp, old_entropy, diag, opt_stats, timings) -> dict:
+    """Scalars logged for one step (see README, "Metrics").
+
+    ``rollout/logprob_gap`` = mean |log π_vLLM − log π_trainer| over response tokens: ~0 when the
+    engine sampled with the weights the trainer holds (on-policy), larger with staleness.
+    """
     mask = batch.response_mask
+    gap = ((batch.behaviour_logprobs - old_lp).abs() * mask).sum() / mask.sum().clamp(min=1)
     lengths = mask.sum(-1)
-    beh_gap = ((batch.behaviour_logprobs - 0) * mask).sum() / mask.sum().clamp(min=1)
     return {
         "reward/mean": float(batch.rewards.mean()),
         "reward/solved_all_share": float(np.mean([s.rewards.min() > 0 for s in shards])),
@@ -118,7 +122,8 @@ def step_metrics(shards, batch, old_entropy, diag, opt_stats, timings) -> dict:
         "response_length/truncated_share": float(np.mean([t for s in shards for t in s.truncated])),
         "entropy/mean": float((old_entropy * mask).sum() / mask.sum().clamp(min=1)),
         "advantage/abs_mean": float(batch.advantages.abs().mean()),
-        "rollout/behaviour_logprob_mean": float(beh_gap),
+        "rollout/logprob_gap": float(gap),
+        "data/first_shard": float(min(s.shard for s in shards)),
         "rollout/weight_version_lag": float(np.mean([s.step - s.weight_version for s in shards])),
         **opt_stats, **diag, **verdict_counts(shards), **timings,
     }
@@ -169,9 +174,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "timing/step_s": now - t_prev,
         }
         t_prev = now
-        metrics = step_metrics(shards, batch, old_ent, diag, opt_stats, timings)
-        metrics["rollout/logprob_gap"] = float(((batch.behaviour_logprobs - old_lp).abs() * batch.response_mask).sum()
-                                               / batch.response_mask.sum().clamp(min=1))
+        metrics = step_metrics(shards, batch, old_lp, old_ent, diag, opt_stats, timings)
         if logger is not None:
             logger.log(step + 1, metrics)
         ray.train.report({"step": step + 1, **{k: v for k, v in metrics.items() if k.startswith("reward")}})

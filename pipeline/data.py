@@ -145,8 +145,9 @@ def read_prompts(info: SourceInfo, tokenizer_path: str, prompt_key: str, answer_
 
     reader = ray.data.read_json if info.format == "jsonl" else ray.data.read_parquet
     kwargs = {"lines": True} if info.format == "jsonl" else {}
-    ds = reader(info.uri, include_paths=True, **kwargs)
-    ds = ds.map_batches(_flatten_struct_columns, batch_format="pyarrow")
+    # small CPU requests throughout: on a 2-core machine a 1-CPU read task would wait behind the actors
+    ds = reader(info.uri, include_paths=True, ray_remote_args={"num_cpus": 0.25}, **kwargs)
+    ds = ds.map_batches(_flatten_struct_columns, batch_format="pyarrow", num_cpus=0.25)
     ds = ds.map_batches(
         Normalise, fn_constructor_args=(tokenizer_path, prompt_key, answer_key, suffix, max_prompt_tokens),
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25, batch_size=512,
@@ -211,8 +212,9 @@ def shard_stream(table_ref, first_shard: int, num_shards: int, prompts_per_shard
     """Dataset with one ``payload`` (:class:`PromptShard`) per shard in ``[first_shard, first_shard+num_shards)``."""
     import ray.data
 
-    ids = ray.data.range(num_shards, override_num_blocks=max(1, min(num_shards, 64)))
-    ids = ids.map_batches(lambda b: {"id": b["id"] + first_shard}, batch_format="numpy")
+    # from_items: in-memory blocks, so no read task has to claim a whole CPU on a small machine
+    ids = ray.data.from_items([{"id": first_shard + i} for i in range(num_shards)],
+                              override_num_blocks=max(1, min(num_shards, 64)))
     return ids.map_batches(
         ShardPrompts, fn_constructor_args=(table_ref, prompts_per_shard, shards_per_step, seed, shuffle),
         batch_format="numpy", batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1,

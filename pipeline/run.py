@@ -40,7 +40,7 @@ def build_stream(cfg: Config, table, model_path: str, start_step: int):
         RolloutWorker, fn_constructor_args=(model_path, start_step, cfg.rollout.staleness, sampling,
                                             engine_kwargs(cfg), cfg.seed),
         batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_actors),
-        num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor or None,
+        num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor,
     )
     return stream.map_batches(
         ScoreShards, fn_constructor_args=(dict(cfg.algorithm), cfg.rollout.reward_correct, cfg.rollout.reward_wrong,
@@ -83,7 +83,7 @@ def heldout_accuracy(cfg: Config, model_path: str, heldout) -> dict:
     if not golds:
         return {"accuracy": float("nan"), "n": 0}
     actor = GreedyEvaluator.options(num_cpus=cfg.rollout.cpus_per_actor,
-                                    num_gpus=cfg.rollout.gpus_per_actor or None).remote(model_path, engine_kwargs(cfg))
+                                    num_gpus=cfg.rollout.gpus_per_actor).remote(model_path, engine_kwargs(cfg))
     try:
         return ray.get(actor.accuracy.remote(prompts, golds, cfg.heldout.max_tokens, cfg.rollout.verifier_timeout_s))
     finally:
