@@ -91,7 +91,7 @@ def optimise(engine, algo, batch, old_lp, credit, cfg: Config, world: int) -> di
                 stats["approx_kl"].append(out.metrics["approx_kl"])
             stats["loss"].append(_all_reduce_sum([loss_sum])[0])
             grad_norm = engine.get_global_grad_norm()
-            stats["grad_norm"].append(float(grad_norm) if grad_norm is not None else float("nan"))
+            stats["grad_norm"].append(float(grad_norm) if grad_norm is not None else 0.0)
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
 

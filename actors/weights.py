@@ -57,10 +57,13 @@ def state_dict_for_publish(module) -> dict:
     return {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
 
 
-def _load_on_worker(worker, named_tensors: dict) -> int:
-    """Runs inside vLLM's worker (via ``collective_rpc``): load HF-named tensors into the model."""
-    loaded = worker.model_runner.model.load_weights(weights=list(named_tensors.items()))
-    return len(loaded)
+def _load_on_worker(worker, named_tensors: dict) -> None:
+    """Runs inside vLLM's worker (via ``collective_rpc``): reload HF-named tensors in place.
+
+    ``reload_weights`` (not ``model.load_weights``) re-runs the loaders on the layout the engine
+    built at start-up, including the CPU backend's repacked weights.
+    """
+    worker.model_runner.reload_weights(weights_iterator=list(named_tensors.items()))
 
 
 def load_into_vllm(llm, named_tensors: dict) -> None:

@@ -29,8 +29,7 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    max_operand: int = 99
-    ops: str = "+"
+    digits: int = 3
     heldout_fraction: float = 0.1
     num_train_prompts: int = 4096
 
@@ -166,7 +165,7 @@ def validate(c: Config) -> None:
     _require(c.data.source in ("synthetic", "files"), "data.source", "must be 'synthetic' or 'files'")
     _require(c.data.source == "synthetic" or bool(c.data.path), "data.path", "required when data.source=files")
     _require(c.data.format in ("auto", "parquet", "jsonl"), "data.format", "must be auto, parquet or jsonl")
-    _require(set(c.task.ops) <= set("+-*") and c.task.ops != "", "task.ops", "a non-empty subset of '+-*'")
+    _require(1 <= c.task.digits <= 9, "task.digits", f"must be in [1, 9], got {c.task.digits}")
     shards = shards_per_step(c)
     _require(c.trainer.prompts_per_step % shards == 0, "trainer.prompts_per_step",
              f"must be divisible by trainer.num_workers x shards per worker = {shards}")

@@ -51,10 +51,11 @@ def build_stream(cfg: Config, table, model_path: str, start_step: int):
 
 def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, tokenizer_path: str) -> None:
     """Run the Ray Train worker group over the rollout stream until ``trainer.total_steps``."""
-    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from actors.train_worker import train_loop_per_worker
+    from pipeline.ingest import RolloutStreamConfig
 
     t = cfg.trainer
     trainer = TorchTrainer(
@@ -65,7 +66,7 @@ def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, tok
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
         datasets={"rollouts": build_stream(cfg, table, model_path, start_step)},
-        dataset_config=DataConfig(datasets_to_split=["rollouts"]),
+        dataset_config=RolloutStreamConfig("rollouts"),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         run_config=RunConfig(storage_path=os.path.join(cfg.run_dir, "ray_train"), name="train",
                              failure_config=FailureConfig(max_failures=0)),

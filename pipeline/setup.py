@@ -57,8 +57,7 @@ def prepare_source(cfg: Config, tokenizer) -> SourceInfo:
         if not os.path.exists(path):
             os.makedirs(folder, exist_ok=True)
             t = cfg.task
-            problems = sample_problems(t.num_train_prompts, cfg.seed + 1, t.max_operand, t.ops, "train",
-                                       t.heldout_fraction)
+            problems = sample_problems(t.num_train_prompts, cfg.seed + 1, t.digits, "train", t.heldout_fraction)
             write_parquet(problems, path + ".tmp")
             os.replace(path + ".tmp", path)
         return inspect_source(path, "parquet", "prompt", "reward_model.ground_truth")
@@ -75,7 +74,7 @@ def heldout_set(cfg: Config, tokenizer) -> tuple[list[list[int]], list[str]]:
     from pipeline.synthetic_task import sample_problems
 
     t = cfg.task
-    problems = sample_problems(cfg.heldout.size, cfg.seed + 2, t.max_operand, t.ops, "heldout", t.heldout_fraction)
+    problems = sample_problems(cfg.heldout.size, cfg.seed + 2, t.digits, "heldout", t.heldout_fraction)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.question}], tokenize=True,
                                              add_generation_prompt=True, return_dict=False) for p in problems]
     return [list(map(int, p)) for p in prompts], [str(p.answer) for p in problems]
@@ -98,5 +97,5 @@ def init_ray(cfg: Config) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env)
+        ray.init(num_cpus=os.cpu_count(), runtime_env=env)  # dashboard on: Ray Train queries the state API
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -1,7 +1,7 @@
-"""The small verifiable task behind the embedded default: integer arithmetic with a unique answer.
+"""The small verifiable task behind the embedded default: integer addition with a unique answer.
 
-A problem is ``a <op> b`` with operands drawn from ``[0, max_operand]``; the gold answer is the
-integer result and a correct response ends with ``\\boxed{<result>}``. Problems are split
+A problem is ``a+b`` with ``digits``-digit operands; the gold answer is the sum, and the
+reference response works it out column by column before ``\\boxed{<sum>}``. Problems are split
 deterministically into train and held-out by a hash of the operands, so the held-out set never
 overlaps the prompts RL trains on. Rows are written in the common RLVR parquet layout (the
 layout of ``../shared/data/train``): ``prompt`` (chat messages), ``reward_model.ground_truth``,
@@ -15,50 +15,58 @@ from dataclasses import dataclass
 from typing import Iterator
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
 @dataclass(frozen=True)
 class Problem:
     a: int
-    op: str
     b: int
 
     @property
     def answer(self) -> int:
-        return OPS[self.op](self.a, self.b)
+        return self.a + self.b
 
     @property
     def question(self) -> str:
         """The user turn. The paper's instruction suffix is left out: the tiny policy learns the
         boxed format from the warm start, and shorter prompts keep CPU steps cheap."""
-        return f"What is {self.a}{self.op}{self.b}?"
+        return f"What is {self.a}+{self.b}?"
 
-    def solution(self, answer: int | None = None) -> str:
-        """The reference response: ``a+b=c. The answer is \\boxed{c}.``"""
-        value = self.answer if answer is None else answer
-        return f"{self.a}{self.op}{self.b}={value}. The answer is \\boxed{{{value}}}."
+    def solution(self) -> str:
+        """Reference response: column addition from the ones digit, carries included, then the box.
+
+        ``347+285`` -> ``7+5=12 4+8+1=13 3+2+1=6 \\boxed{632}``. Each step is a one-digit fact,
+        so the skill generalises to unseen operands; a wrong step anywhere makes the answer wrong.
+        """
+        da, db = str(self.a)[::-1], str(self.b)[::-1]
+        steps, carry, digits = [], 0, []
+        for i in range(max(len(da), len(db))):
+            x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
+            total = x + y + carry
+            steps.append(f"{x}+{y}+{carry}={total}" if carry else f"{x}+{y}={total}")
+            carry, digits = total // 10, digits + [str(total % 10)]
+        value = (str(carry) if carry else "") + "".join(reversed(digits))
+        return " ".join(steps) + f" \\boxed{{{value}}}"
 
     def is_heldout(self, heldout_fraction: float) -> bool:
-        digest = hashlib.sha256(f"{self.a}{self.op}{self.b}".encode()).digest()
+        digest = hashlib.sha256(f"{self.a}+{self.b}".encode()).digest()
         return int.from_bytes(digest[:4], "little") / 2**32 < heldout_fraction
 
 
-def sample_problems(
-    n: int, seed: int, max_operand: int, ops: str = "+", split: str = "train", heldout_fraction: float = 0.1
-) -> list[Problem]:
-    """``n`` distinct problems of one split ("train" or "heldout"), deterministic in ``seed``."""
+def sample_problems(n: int, seed: int, digits: int, split: str = "train", heldout_fraction: float = 0.1) -> list[Problem]:
+    """``n`` distinct problems with ``digits``-digit operands of one split ("train" or "heldout")."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     rng = random.Random(seed)
     want_heldout = split == "heldout"
     seen: set[Problem] = set()
     out: list[Problem] = []
-    space = (max_operand + 1) ** 2 * len(ops)
+    low, high = 10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1
+    space = (high - low + 1) ** 2
     for _ in range(50 * n + 1000):
         if len(out) == n:
             break
-        p = Problem(rng.randint(0, max_operand), rng.choice(ops), rng.randint(0, max_operand))
+        p = Problem(rng.randint(low, high), rng.randint(low, high))
         if p in seen or p.is_heldout(heldout_fraction) != want_heldout:
             continue
         seen.add(p)
@@ -94,7 +102,7 @@ def tokenizer_corpus() -> Iterator[str]:
     """Text the tiny tokenizer is trained on: task problems/solutions and generic math prose."""
     rng = random.Random(1234)
     for _ in range(3000):
-        p = Problem(rng.randint(0, 999), rng.choice("+-*"), rng.randint(0, 999))
+        p = Problem(rng.randint(0, 999), rng.randint(0, 999))
         yield p.question + " " + INSTRUCTION
         yield p.solution()
     generic = (

@@ -21,7 +21,7 @@ from pipeline.tiny_model import TinyModelSpec, build_random_policy
 
 
 def cache_key(spec: TinyModelSpec, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:
-    task_key = {k: getattr(task, k) for k in ("max_operand", "ops", "heldout_fraction")}
+    task_key = {k: getattr(task, k) for k in ("digits", "heldout_fraction")}
     blob = json.dumps({"spec": asdict(spec), "task": task_key, "ws": asdict(ws), "seed": seed, "v": 1},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -53,8 +53,7 @@ def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int,
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    problems = sample_problems(ws.num_examples, seed + 7, task.max_operand, task.ops, "train",
-                               task.heldout_fraction)
+    problems = sample_problems(ws.num_examples, seed + 7, task.digits, "train", task.heldout_fraction)
     examples = [_encode(tok, p.question, p.solution()) for p in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
