@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from actors.checkpoint import load_trainer_state, save_checkpoint
+from actors.periodic_eval import evaluate_checkpoint
 from actors.policy_forward import old_policy_stats, token_logprobs_entropy
 from actors.reward import verdict_counts
 from actors.weights import STORE_NAME, state_dict_for_publish
@@ -162,8 +163,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         opt_stats = optimise(engine, algo, batch, old_lp, credit, cfg, world)
         train_s = time.perf_counter() - t_train
         publish_s = publish_weights(engine, step + 1)
-        if (step + 1) % cfg.trainer.save_every == 0 or step + 1 == cfg.trainer.total_steps:
-            save_checkpoint(engine, cfg, step + 1, rank, loop_config["tokenizer_path"])
+        saved = (step + 1) % cfg.trainer.save_every == 0 or step + 1 == cfg.trainer.total_steps
+        if saved:
+            path = save_checkpoint(engine, cfg, step + 1, rank, loop_config["tokenizer_path"])
+        evaluation = {}
+        if rank == 0 and saved and cfg.periodic_eval.every and (step + 1) % cfg.periodic_eval.every == 0:
+            evaluation = evaluate_checkpoint(cfg, path, loop_config["engine"])
         now = time.perf_counter()
         timings = {
             "timing/rollout_s": max(s.timings["rollout_s"] for s in shards),
@@ -174,7 +179,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "timing/step_s": now - t_prev,
         }
         t_prev = now
-        metrics = step_metrics(shards, batch, old_lp, old_ent, diag, opt_stats, timings)
+        metrics = {**step_metrics(shards, batch, old_lp, old_ent, diag, opt_stats, timings), **evaluation}
         if logger is not None:
             logger.log(step + 1, metrics)
         ray.train.report({"step": step + 1, **{k: v for k, v in metrics.items() if k.startswith("reward")}})

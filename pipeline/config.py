@@ -98,6 +98,19 @@ class HeldoutConfig:
 
 
 @dataclass
+class PeriodicEvalConfig:
+    every: int = 0
+    benchmarks: list = field(default_factory=lambda: ["math500"])
+    k: int = 1
+    n: int = 1
+    limit: Optional[int] = 64
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 512
+    cpus: float = 0.0
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/default"
     seed: int = 0
@@ -110,6 +123,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    periodic_eval: PeriodicEvalConfig = field(default_factory=PeriodicEvalConfig)
     algorithm: dict = field(default_factory=lambda: {"name": "eapo"})
 
 
@@ -153,6 +167,13 @@ def validate(c: Config) -> None:
     }
     for name, value in positive.items():
         _require(value > 0, name, f"must be > 0, got {value}")
+    pe = c.periodic_eval
+    _require(pe.every >= 0, "periodic_eval.every", "must be >= 0 (0 = off)")
+    _require(1 <= pe.k <= pe.n, "periodic_eval.k", f"must be in [1, periodic_eval.n={pe.n}]")
+    from evaluation.benchmarks import REGISTRY
+
+    for name in pe.benchmarks:
+        _require(name in REGISTRY, "periodic_eval.benchmarks", f"unknown benchmark {name!r}; known: {sorted(REGISTRY)}")
     _require(c.heldout.size >= 0, "heldout.size", f"must be >= 0, got {c.heldout.size}")
     _require(c.warm_start.steps >= 0, "warm_start.steps", "must be >= 0")
     _require(c.rollout.staleness >= 0, "rollout.staleness", f"must be >= 0, got {c.rollout.staleness}")

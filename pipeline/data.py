@@ -212,9 +212,11 @@ def shard_stream(table_ref, first_shard: int, num_shards: int, prompts_per_shard
     """Dataset with one ``payload`` (:class:`PromptShard`) per shard in ``[first_shard, first_shard+num_shards)``."""
     import ray.data
 
-    # from_items: in-memory blocks, so no read task has to claim a whole CPU on a small machine
+    # from_items: in-memory blocks, so no read task has to claim a whole CPU on a small machine.
+    # One shard per block: a rollout task must never hold a finished shard while it waits for the
+    # weights of the next one (its output block would not be released: deadlock at staleness 0).
     ids = ray.data.from_items([{"id": first_shard + i} for i in range(num_shards)],
-                              override_num_blocks=max(1, min(num_shards, 64)))
+                              override_num_blocks=max(1, num_shards))
     return ids.map_batches(
         ShardPrompts, fn_constructor_args=(table_ref, prompts_per_shard, shards_per_step, seed, shuffle),
         batch_format="numpy", batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1,

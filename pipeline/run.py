@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from pipeline import config as config_mod
 from pipeline.config import Config, shards_per_step
+from pipeline.report import plot_training_curves
 from pipeline.run_dir import latest_checkpoint, make_logger_factory, read_metrics, truncate_metrics
 from pipeline.setup import (engine_kwargs, heldout_set, init_ray, prepare_policy, prepare_source,
                             say)
@@ -61,7 +62,7 @@ def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, tok
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg, "start_step": start_step, "model_path": model_path, "pad_id": pad_id,
-                           "tokenizer_path": tokenizer_path,
+                           "tokenizer_path": tokenizer_path, "engine": engine_kwargs(cfg),
                            "logger_factory": make_logger_factory(cfg.run_dir, start_step, t.total_steps)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
@@ -146,6 +147,7 @@ def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str
         "mean_timings": {k: round(sum(m[k] for m in metrics) / len(metrics), 3) for k in timing_keys},
         "reward_first_last": [metrics[0]["reward/mean"], metrics[-1]["reward/mean"]] if metrics else None,
     }
+    summary["plot"] = plot_training_curves(metrics, os.path.join(cfg.run_dir, "training_curves.png"))
     with open(os.path.join(cfg.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -56,6 +57,7 @@ def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int,
     problems = sample_problems(ws.num_examples, seed + 7, task.digits, "train", task.heldout_fraction)
     examples = [_encode(tok, p.question, p.solution()) for p in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, ws.steps))
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for step in range(ws.steps):
@@ -65,9 +67,15 @@ def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int,
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         if step % 100 == 0 or step == ws.steps - 1:
             log(f"[warm start] step {step} loss {loss.item():.4f}")
     model.save_pretrained(path, safe_serialization=True)
+
+
+def _warmup_cosine(step: int, total: int, warmup: int = 50) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 def _encode(tok, question: str, solution: str) -> tuple[list[int], int]:

@@ -49,6 +49,8 @@ def test_overrides_select_algorithm_and_sizes():
     ("+trainer.learning_rate=1", "learning_rate"),
     ("rollout.n=abc", "rollout.n"),
     ("algorithm.clip_low=-1", "clip_low"),
+    ("periodic_eval.benchmarks=[nope]", "periodic_eval.benchmarks"),
+    ("periodic_eval.k=4", "periodic_eval.k"),
 ])
 def test_invalid_values_name_the_field(override, field):
     with pytest.raises(C.ConfigError, match=field.replace(".", r"\.")):

@@ -55,6 +55,7 @@ def test_loop_learns_then_resumes_exactly(tmp_path):
     assert first["steps"] == 24 and first["heldout_size"] == 200
     assert {"heldout_accuracy_before", "heldout_accuracy_after", "wall_s"} <= set(first)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "training_curves.png").stat().st_size > 10_000
     ckpt = run_dir / "checkpoints" / "step_24"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "tokenizer.json").exists()
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,10 +87,17 @@ def test_ray_job_submit_runs_the_same_entry_point(tmp_path):
         run_dir = tmp_path / "job_run"
         proc = _ray("job", "submit", f"--address=http://127.0.0.1:{port}", f"--working-dir={REPO}", "--",
                     "python", "-m", "pipeline.run", f"run_dir={run_dir}", "trainer.total_steps=3",
-                    "trainer.save_every=3", "heldout.size=16", env=env, timeout=1200)
+                    "trainer.save_every=3", "heldout.size=16", "periodic_eval.every=3",
+                    "periodic_eval.benchmarks=[gsm8k,aime24]", "periodic_eval.limit=4", "periodic_eval.n=2",
+                    "periodic_eval.k=2", "periodic_eval.max_tokens=16", f"data_dir={os.environ.get('EAPO_DATA_DIR', REPO.parent / 'shared' / 'data')}",
+                    env=env, timeout=1200)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "SUCCEEDED" in proc.stdout + proc.stderr
         summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["steps"] == 3 and len(metrics(run_dir)) == 3
+        rows = metrics(run_dir)
+        assert summary["steps"] == 3 and len(rows) == 3
+        # periodic benchmark evaluation of the step-3 checkpoint, logged with the training metrics
+        for key in ("eval/gsm8k/avg@2", "eval/gsm8k/pass@2", "eval/aime24/avg@2", "eval/aime24/pass@2"):
+            assert 0.0 <= rows[-1][key] <= 100.0, key
     finally:
         _ray("stop", "--force", env=env)

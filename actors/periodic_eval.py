@@ -1,0 +1,70 @@
+"""Periodic benchmark evaluation of checkpoints during training (avg@k / pass@k).
+
+Every ``periodic_eval.every`` steps, rank 0 of the train worker group starts a vLLM engine on the
+checkpoint it just wrote, samples ``n`` responses per problem of each configured benchmark
+(loaded by ``evaluation.benchmarks``, scored by ``evaluation.verifier``, summarised by
+``evaluation.metrics``) and logs ``eval/<benchmark>/avg@k`` and ``pass@k`` with the step's
+metrics. The evaluator asks Ray for ``cpus`` (0 by default: it runs while the rollout actors wait
+for the new weights, so it borrows their CPU rather than reserving one the stream needs).
+"""
+from __future__ import annotations
+
+import ray
+
+from actors.rollout import make_engine
+
+
+@ray.remote
+class BenchmarkEvaluator:
+    """One vLLM engine on one checkpoint; scores prompt sets with n samples each."""
+
+    def __init__(self, model_path: str, engine: dict, seed: int):
+        self.llm = make_engine(model_path, seed=seed, **engine)
+
+    def scores(self, prompt_ids: list[list[int]], golds: list[str], sampling: dict, timeout_s: float) -> list[list[float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from evaluation.verifier import verify_batch
+
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], SamplingParams(**sampling),
+                                 use_tqdm=False)
+        texts = [[s.text for s in o.outputs] for o in outs]
+        flat = verify_batch([t for ts in texts for t in ts], [g for g, ts in zip(golds, texts) for _ in ts],
+                            timeout_s=timeout_s)
+        n = sampling["n"]
+        return [[v.score for v in flat[i * n:(i + 1) * n]] for i in range(len(golds))]
+
+
+def benchmark_prompts(name: str, tokenizer, data_dir: str, limit: int | None) -> tuple[list[list[int]], list[str]]:
+    """Chat-templated, tokenised prompts and gold answers of one benchmark."""
+    from evaluation.benchmarks import load_benchmark
+
+    problems = load_benchmark(name, data_dir, limit=limit)
+    ids = [tokenizer.apply_chat_template([{"role": "user", "content": p.prompt}], tokenize=True,
+                                         add_generation_prompt=True, return_dict=False) for p in problems]
+    return [list(map(int, x)) for x in ids], [p.gold for p in problems]
+
+
+def evaluate_checkpoint(cfg, checkpoint: str, engine: dict) -> dict[str, float]:
+    """``eval/<benchmark>/avg@k`` and ``pass@k`` (percent) of ``checkpoint`` for ``cfg.periodic_eval``."""
+    from transformers import AutoTokenizer
+
+    from evaluation.metrics import benchmark_metrics
+
+    pe = cfg.periodic_eval
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    sampling = {"n": pe.n, "temperature": pe.temperature, "top_p": pe.top_p, "max_tokens": pe.max_tokens,
+                "seed": cfg.seed}
+    actor = BenchmarkEvaluator.options(num_cpus=pe.cpus, num_gpus=cfg.rollout.gpus_per_actor).remote(
+        checkpoint, engine, cfg.seed)
+    out: dict[str, float] = {}
+    try:
+        for name in pe.benchmarks:
+            prompts, golds = benchmark_prompts(name, tokenizer, cfg.data_dir, pe.limit)
+            scores = ray.get(actor.scores.remote(prompts, golds, sampling, cfg.rollout.verifier_timeout_s))
+            m = benchmark_metrics(scores, pe.k)
+            out[f"eval/{name}/avg@{pe.k}"], out[f"eval/{name}/pass@{pe.k}"] = m["avg"], m["pass"]
+    finally:
+        ray.kill(actor)
+    return out
