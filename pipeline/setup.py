@@ -83,7 +83,7 @@ def heldout_set(cfg: Config, tokenizer) -> tuple[list[list[int]], list[str]]:
 def engine_kwargs(cfg: Config) -> dict:
     r = cfg.rollout
     return {"dtype": cfg.model.dtype, "max_model_len": r.max_model_len, "kv_cache_mb": r.kv_cache_mb,
-            "enforce_eager": r.enforce_eager}
+            "enforce_eager": r.enforce_eager, "max_num_batched_tokens": r.max_num_batched_tokens}
 
 
 def init_ray(cfg: Config) -> None:
