@@ -40,6 +40,7 @@ class WarmStartConfig:
     batch_size: int = 64
     lr: float = 1.0e-3
     num_examples: int = 2000
+    carry_noise: float = 0.7
 
 
 @dataclass
@@ -177,6 +178,7 @@ def validate(c: Config) -> None:
         _require(name in REGISTRY, "periodic_eval.benchmarks", f"unknown benchmark {name!r}; known: {sorted(REGISTRY)}")
     _require(c.heldout.size >= 0, "heldout.size", f"must be >= 0, got {c.heldout.size}")
     _require(c.warm_start.steps >= 0, "warm_start.steps", "must be >= 0")
+    _require(0 <= c.warm_start.carry_noise <= 1, "warm_start.carry_noise", "must be in [0, 1]")
     _require(c.rollout.staleness >= 0, "rollout.staleness", f"must be >= 0, got {c.rollout.staleness}")
     _require(c.rollout.temperature > 0, "rollout.temperature", "must be > 0 (the loss divides logits by it)")
     _require(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")

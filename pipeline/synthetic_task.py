@@ -27,16 +27,22 @@ class Problem:
         return self.a + self.b
 
     @property
+    def has_carry(self) -> bool:
+        return self.solution() != self.solution(drop_carries=True)
+
+    @property
     def question(self) -> str:
         """The user turn. The paper's instruction suffix is left out: the tiny policy learns the
         boxed format from the warm start, and shorter prompts keep CPU steps cheap."""
         return f"What is {self.a}+{self.b}?"
 
-    def solution(self) -> str:
+    def solution(self, drop_carries: bool = False) -> str:
         """Reference response: column addition from the ones digit, carries included, then the box.
 
         ``347+285`` -> ``7+5=12 4+8+1=13 3+2+1=6 \\boxed{632}``. Each step is a one-digit fact,
         so the skill generalises to unseen operands; a wrong step anywhere makes the answer wrong.
+        ``drop_carries=True`` writes the classic flawed variant that forgets every carry
+        (``7+5=12 4+8=12 3+2=5 \\boxed{522}``): the imperfect demonstrations of the warm start.
         """
         da, db = str(self.a)[::-1], str(self.b)[::-1]
         steps, carry, digits = [], 0, []
@@ -44,7 +50,7 @@ class Problem:
             x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
             total = x + y + carry
             steps.append(f"{x}+{y}+{carry}={total}" if carry else f"{x}+{y}={total}")
-            carry, digits = total // 10, digits + [str(total % 10)]
+            carry, digits = (0 if drop_carries else total // 10), digits + [str(total % 10)]
         value = (str(carry) if carry else "") + "".join(reversed(digits))
         return " ".join(steps) + f" \\boxed{{{value}}}"
 

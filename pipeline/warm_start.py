@@ -1,8 +1,11 @@
-"""Warm start of the tiny policy: a short supervised run on the synthetic task, cached on disk.
+"""Warm start of the tiny policy: a supervised run on imperfect demonstrations, cached on disk.
 
 RL needs a policy whose samples are sometimes right: a random tiny model never writes
-``\\boxed{...}``. A brief supervised fine-tune on reference solutions teaches the format and
-part of the arithmetic; RL then does the rest. The result is cached under
+``\\boxed{...}``. The warm start teaches column addition from demonstrations of which a fraction
+``carry_noise`` forget every carry (noisy SFT data, as real data often is). The policy learns the
+procedure well but carries unreliably: the carry is a high-entropy "forking" token where it is
+usually wrong, so greedy accuracy sits near the share of carry-free problems. The verifier's
+reward is what tells RL which branch is right. The result is cached under
 ``cache_dir/<key>`` where ``key`` hashes every setting that changes it, so the default job
 pays for it once per machine.
 """
@@ -12,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict
@@ -55,7 +59,8 @@ def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int,
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     problems = sample_problems(ws.num_examples, seed + 7, task.digits, "train", task.heldout_fraction)
-    examples = [_encode(tok, p.question, p.solution()) for p in problems]
+    flawed = random.Random(seed + 11)
+    examples = [_encode(tok, p.question, p.solution(drop_carries=flawed.random() < ws.carry_noise)) for p in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, ws.steps))
     gen = torch.Generator().manual_seed(seed)

@@ -98,3 +98,17 @@ def test_synthetic_heldout_never_overlaps_train():
     assert not train & held and len(held) == 256
     rows = to_rows(list(held)[:2])
     assert rows[0]["reward_model"]["ground_truth"] == str(list(held)[0].answer)
+
+
+def test_reference_solution_adds_by_columns_and_flawed_variant_drops_carries():
+    from pipeline.synthetic_task import Problem
+
+    assert Problem(34, 48).solution() == "4+8=12 3+4+1=8 \\boxed{82}"
+    assert Problem(34, 48).solution(drop_carries=True) == "4+8=12 3+4=7 \\boxed{72}"
+    assert Problem(99, 1).solution().endswith("\\boxed{100}")
+    assert not Problem(12, 34).has_carry and Problem(12, 34).solution(True) == Problem(12, 34).solution()
+    from evaluation.verifier import score
+
+    for p in sample_problems(50, 4, 2, "train"):
+        assert score(p.solution(), str(p.answer)) == 1.0
+        assert score(p.solution(drop_carries=True), str(p.answer)) == (0.0 if p.has_carry else 1.0)
