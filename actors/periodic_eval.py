@@ -47,7 +47,11 @@ def benchmark_prompts(name: str, tokenizer, data_dir: str, limit: int | None) ->
 
 
 def evaluate_checkpoint(cfg, checkpoint: str, engine: dict) -> dict[str, float]:
-    """``eval/<benchmark>/avg@k`` and ``pass@k`` (percent) of ``checkpoint`` for ``cfg.periodic_eval``."""
+    """``eval/<benchmark>/avg@k`` and ``pass@k`` (percent) of ``checkpoint`` for ``cfg.periodic_eval``.
+
+    Problems whose prompt plus ``max_tokens`` exceeds ``rollout.max_model_len`` are left out and
+    counted (``eval/<benchmark>/skipped_too_long``); ``num_problems`` is what the scores cover.
+    """
     from transformers import AutoTokenizer
 
     from evaluation.metrics import benchmark_metrics
@@ -62,7 +66,13 @@ def evaluate_checkpoint(cfg, checkpoint: str, engine: dict) -> dict[str, float]:
     try:
         for name in pe.benchmarks:
             prompts, golds = benchmark_prompts(name, tokenizer, cfg.data_dir, pe.limit)
-            scores = ray.get(actor.scores.remote(prompts, golds, sampling, cfg.rollout.verifier_timeout_s))
+            fits = [i for i, p in enumerate(prompts) if len(p) + pe.max_tokens <= cfg.rollout.max_model_len]
+            out[f"eval/{name}/num_problems"] = float(len(fits))
+            out[f"eval/{name}/skipped_too_long"] = float(len(prompts) - len(fits))
+            if not fits:
+                continue
+            scores = ray.get(actor.scores.remote([prompts[i] for i in fits], [golds[i] for i in fits], sampling,
+                                                 cfg.rollout.verifier_timeout_s))
             m = benchmark_metrics(scores, pe.k)
             out[f"eval/{name}/avg@{pe.k}"], out[f"eval/{name}/pass@{pe.k}"] = m["avg"], m["pass"]
     finally:

@@ -90,6 +90,7 @@ def test_ray_job_submit_runs_the_same_entry_point(tmp_path):
                     "python", "-m", "pipeline.run", f"run_dir={run_dir}", "trainer.total_steps=3",
                     "trainer.save_every=3", "heldout.size=16", "periodic_eval.every=3",
                     "periodic_eval.benchmarks=[gsm8k,aime24]", "periodic_eval.limit=4", "periodic_eval.n=2",
+                    "rollout.max_model_len=512",
                     "periodic_eval.k=2", "periodic_eval.max_tokens=16", f"data_dir={os.environ.get('EAPO_DATA_DIR', REPO.parent / 'shared' / 'data')}",
                     env=env, timeout=1200)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -98,7 +99,11 @@ def test_ray_job_submit_runs_the_same_entry_point(tmp_path):
         rows = metrics(run_dir)
         assert summary["steps"] == 3 and len(rows) == 3
         # periodic benchmark evaluation of the step-3 checkpoint, logged with the training metrics
-        for key in ("eval/gsm8k/avg@2", "eval/gsm8k/pass@2", "eval/aime24/avg@2", "eval/aime24/pass@2"):
-            assert 0.0 <= rows[-1][key] <= 100.0, key
+        last = rows[-1]
+        for bench in ("gsm8k", "aime24"):
+            assert last[f"eval/{bench}/num_problems"] + last[f"eval/{bench}/skipped_too_long"] == 4
+        assert last["eval/gsm8k/num_problems"] >= 1
+        for key in ("eval/gsm8k/avg@2", "eval/gsm8k/pass@2"):
+            assert 0.0 <= last[key] <= 100.0, key
     finally:
         _ray("stop", "--force", env=env)
