@@ -109,3 +109,15 @@ def test_ray_job_submit_runs_the_same_entry_point(tmp_path):
             assert 0.0 <= last[key] <= 100.0, key
     finally:
         _ray("stop", "--force", env=env)
+
+
+def test_staleness_one_lets_rollout_run_a_step_ahead(tmp_path):
+    run_dir = tmp_path / "stale"
+    summary = run_job(run_dir, "rollout.staleness=1", "trainer.total_steps=6", "trainer.save_every=6", "heldout.size=16")
+    rows = metrics(run_dir)
+    assert [r["step"] for r in rows] == list(range(1, 7)) and summary["steps"] == 6
+    # step 1 samples with the initial weights; later steps with weights one update old, never older
+    assert rows[0]["rollout/weight_version_lag"] == 0
+    assert all(r["rollout/weight_version_lag"] == 1 for r in rows[1:])
+    # the behaviour policy now differs from the trainer's: the gap the on-policy test bounds is visible
+    assert max(r["rollout/logprob_gap"] for r in rows[1:]) > 1e-3
