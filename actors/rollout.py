@@ -12,11 +12,10 @@ import os
 import time
 import zlib
 
-import numpy as np
 import ray
 
 from actors.weights import STORE_NAME, load_into_vllm
-from pipeline.batch import PromptShard, RolloutShard
+from pipeline.batch import PromptShard, RolloutShard, object_column
 
 
 def make_engine(model_path: str, seed: int, dtype: str, max_model_len: int, kv_cache_mb: int,
@@ -99,7 +98,7 @@ class RolloutWorker:
             rollout.timings = {"weight_load_s": sync_s, "weight_wait_s": t1 - t0 - sync_s,
                                "rollout_s": time.perf_counter() - t1}
             out.append(rollout)
-        return {"payload": np.asarray(out + [None], dtype=object)[:-1]}
+        return {"payload": object_column(out)}
 
 
 @ray.remote

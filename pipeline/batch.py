@@ -78,6 +78,13 @@ class TrainBatch:
         return int(self.input_ids.shape[0])
 
 
+def object_column(items: list) -> np.ndarray:
+    """1-D object array of ``items`` (numpy would otherwise stack equal-length sequences into 2-D)."""
+    column = np.empty(len(items), dtype=object)
+    column[:] = items
+    return column
+
+
 def collate(shards: list[RolloutShard], pad_id: int) -> TrainBatch:
     """Stack shards into one right-padded :class:`TrainBatch` (see its docstring for shapes)."""
     import torch

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.batch import PromptShard
+from pipeline.batch import PromptShard, object_column
 
 
 class DataError(ValueError):
@@ -109,19 +109,21 @@ class Normalise:
         self.prompt_key, self.answer_key = prompt_key, answer_key
         self.suffix, self.max_tokens = suffix, max_tokens
 
+    def _where(self, row: dict) -> str:
+        return f"{row.get('path', '?')}, row with {self.prompt_key}={str(_get(row, self.prompt_key))[:60]!r}"
+
     def __call__(self, batch: dict) -> dict:
         n = len(next(iter(batch.values())))
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
         out = {"uid": [], "prompt_ids": [], "gold": []}
         for row in rows:
-            where = f"{row.get('path', '?')}, row with {self.prompt_key}={str(_get(row, self.prompt_key))[:60]!r}"
             answer = _get(row, self.answer_key)
             if answer is None:
-                raise DataError(f"{where}: field {self.answer_key!r} is missing or null")
+                raise DataError(f"{self._where(row)}: field {self.answer_key!r} is missing or null")
             try:
                 messages = _messages(_get(row, self.prompt_key), self.suffix)
             except ValueError as err:
-                raise DataError(f"{where}: field {self.prompt_key!r}: {err}") from None
+                raise DataError(f"{self._where(row)}: field {self.prompt_key!r}: {err}") from None
             text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             ids = self.tok(text, add_special_tokens=False).input_ids
             if len(ids) > self.max_tokens:
@@ -129,8 +131,7 @@ class Normalise:
             out["uid"].append(json.dumps(messages, sort_keys=True)[-200:])
             out["prompt_ids"].append(np.asarray(ids, dtype=np.int32))
             out["gold"].append(_gold(answer))
-        return {"uid": np.asarray(out["uid"], dtype=object), "prompt_ids": np.asarray(out["prompt_ids"] + [None], dtype=object)[:-1],
-                "gold": np.asarray(out["gold"], dtype=object)}
+        return {name: object_column(values) for name, values in out.items()}
 
 
 def _flatten_struct_columns(batch):
@@ -204,7 +205,7 @@ class ShardPrompts:
                 prompt_ids=[self.table["prompt_ids"][r] for r in rows],
                 golds=[self.table["gold"][r] for r in rows],
             ))
-        return {"payload": np.asarray(shards + [None], dtype=object)[:-1]}
+        return {"payload": object_column(shards)}
 
 
 def shard_stream(table_ref, first_shard: int, num_shards: int, prompts_per_shard: int,

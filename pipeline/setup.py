@@ -20,10 +20,7 @@ def say(msg: str) -> None:
 def _tiny_spec(cfg: Config):
     from pipeline.tiny_model import TinyModelSpec
 
-    m = cfg.model
-    return TinyModelSpec(vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
-                         num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, intermediate_size=m.intermediate_size,
-                         max_position_embeddings=m.max_position_embeddings)
+    return TinyModelSpec(**{name: getattr(cfg.model, name) for name in TinyModelSpec.__dataclass_fields__})
 
 
 def prepare_policy(cfg: Config):
