@@ -38,7 +38,8 @@ class EAPO(Algorithm):
     """EAPO (arXiv 2604.11056): Â^CA = Â + α·sign(Â)·sg[clip((H − μ_H)/σ_H, ±|Â|/φ)] in the DAPO objective.
 
     μ_H, σ_H: group statistics of old-policy entropy over all response tokens. Tokens of the quadrants
-    in ``without_quadrants`` keep the plain Â (the paper's "w/o Q" ablation).
+    in ``without_quadrants`` keep the plain Â (the paper's "w/o Q" ablation). Tokens with Â = 0 are in no
+    quadrant and need no special case: Â^CA = Â = 0 there either way (sign(0) = 0).
     """
 
     Config = EAPOConfig

@@ -34,6 +34,7 @@ class QuadrantIsolation(Algorithm):
     the normaliser still counts every response token.
 
     L = (1/N) Σ_{i,t} 1[(i,t) ∈ Q] · max(−Âρ, −Â clip(ρ, 1−ε_low, 1+ε_high)).
+    Tokens with Â = 0 are in no quadrant (weight 0); their surrogate is 0 anyway.
     """
 
     Config = QuadrantConfig

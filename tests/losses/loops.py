@@ -13,12 +13,12 @@ def loop_group_stats(entropy, mask, group_ids, i):
 
 
 def loop_quadrant_of(adv, ent, mask, gid):
-    """[B][T] quadrant names (None on padding), from plain loops."""
+    """[B][T] quadrant names from plain loops; None on padding and on Â = 0 tokens (no quadrant)."""
     out = [[None] * len(adv[0]) for _ in adv]
     for i in range(len(adv)):
         mu, sd = loop_group_stats(ent, mask, gid, i)
         for t in range(len(adv[0])):
-            if mask[i][t]:
+            if mask[i][t] and adv[i][t] != 0:
                 high = ent[i][t] >= mu or sd < 1e-8
-                out[i][t] = ("P" if adv[i][t] >= 0 else "N") + ("H" if high else "L") + "R"
+                out[i][t] = ("P" if adv[i][t] > 0 else "N") + ("H" if high else "L") + "R"
     return out
