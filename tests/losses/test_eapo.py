@@ -49,15 +49,39 @@ def test_weight_bounds_and_sign():
     assert zero.any() and (out[zero] == 0).all()
 
 
-def test_no_gradient_reaches_entropy():
-    b = make_batch(seed=5)
+def entropy_grad(fn, seed=5):
+    """d(Σ fn(Â, H)) / dH through autograd (None when no graph path leads from the output to H)."""
+    b = make_batch(seed=seed)
     ent = torch.nan_to_num(b["entropy"]).requires_grad_()
     adv = b["advantages"].clone().requires_grad_()
-    out = entropy_aware_advantages(adv, ent, b["mask"], b["group_ids"])
-    assert not out.requires_grad or ent.grad is None
-    out.sum().backward()
-    assert ent.grad is None
-    torch.testing.assert_close(adv.grad, torch.ones_like(adv))  # sg: only the identity path
+    out = fn(adv, ent, b["mask"], b["group_ids"])
+    (g_ent,) = torch.autograd.grad(out.sum(), ent, retain_graph=True, allow_unused=True)
+    (g_adv,) = torch.autograd.grad(out.sum(), adv)
+    return g_ent, g_adv
+
+
+def test_no_gradient_reaches_entropy():
+    g_ent, g_adv = entropy_grad(entropy_aware_advantages)
+    assert g_ent is None  # stopgrad: no autograd path from Â^CA to H
+    torch.testing.assert_close(g_adv, torch.ones_like(g_adv))  # only the identity path reaches Â
+
+
+def test_entropy_gradient_check_can_fail():
+    """Sanity: the same check on Â^CA WITHOUT stopgrad finds a path to H (so the test above can fail)."""
+
+    def eapo_without_stopgrad(adv, ent, mask, gid, alpha=0.2, phi=2.0):
+        m = mask.bool()
+        count = torch.zeros(int(gid.max()) + 1, dtype=ent.dtype).index_add(0, gid, m.sum(-1).to(ent.dtype))
+        h = torch.where(m, ent, torch.zeros_like(ent))
+        mean = torch.zeros_like(count).index_add(0, gid, h.sum(-1)) / count.clamp_min(1)
+        dev = torch.where(m, ent - mean[gid][:, None], torch.zeros_like(ent))
+        std = (torch.zeros_like(count).index_add(0, gid, dev.pow(2).sum(-1)) / count.clamp_min(1)).sqrt()
+        z = dev / std[gid][:, None].clamp_min(1e-8)
+        bound = adv.detach().abs() / phi
+        return adv + alpha * torch.sign(adv.detach()) * torch.maximum(torch.minimum(z, bound), -bound)
+
+    g_ent, _ = entropy_grad(eapo_without_stopgrad)
+    assert g_ent is not None and g_ent.abs().sum() > 0
 
 
 def test_degenerate_inputs_finite():
@@ -87,3 +111,9 @@ def test_without_quadrant_matches_loop(q):
     m = b["mask"]
     torch.testing.assert_close(credit.advantages[m], ref[m], rtol=1e-12, atol=1e-12)
     assert (credit.advantages[~m] == 0).all() and (credit.token_weight[m] == 1).all()
+    # not vacuous: Q is non-empty and the ablation changes exactly the credit of Q's tokens
+    full = build_algorithm({"name": "eapo"}).shape_credit(b["advantages"], b["entropy"], b["old_logprobs"],
+                                                          b["mask"], b["group_ids"]).advantages
+    in_q = torch.tensor(plain)
+    assert in_q.any() and (credit.advantages[in_q] != full[in_q]).any()
+    assert torch.equal(credit.advantages[~in_q], full[~in_q])

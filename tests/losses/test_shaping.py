@@ -50,6 +50,7 @@ def test_quadrant_isolation_weights(q):
     for i in range(12):
         for t in range(9):
             assert c.token_weight[i, t].item() == (1.0 if ref[i][t] == q else 0.0)
+    assert 0 < c.token_weight.sum() < b["mask"].sum()  # the quadrant is neither empty nor everything
 
 
 def test_quadrant_subset():
