@@ -15,6 +15,10 @@ from .group_stats import group_index, group_reward_mean_std
 Estimator = Callable[..., torch.Tensor]
 _ESTIMATORS: dict[str, Estimator] = {}
 
+# Estimators without a baseline: Â = r, so they need signed rewards (+1 correct, −1 wrong). With 0/1
+# rewards a wrong answer gets Â = 0 and teaches nothing. See ``Algorithm.requires_signed_rewards``.
+SIGNED_REWARD_ESTIMATORS = frozenset({"reward"})
+
 
 def advantage_estimator(name: str):
     """Decorator registering an estimator ``fn(rewards, group_ids, eps) -> [B]`` under ``name``."""
@@ -72,7 +76,10 @@ def rloo_advantages(rewards, group_ids, eps):
 
 @advantage_estimator("reward")
 def raw_reward_advantages(rewards, group_ids, eps):
-    """Raw reward as advantage (W-REINF, Zhu et al. arXiv 2506.01347, expects ±1 rewards): Â_i = r_i."""
+    """Raw reward as advantage (W-REINF, Zhu et al. arXiv 2506.01347): Â_i = r_i.
+
+    Needs ±1 rewards (listed in ``SIGNED_REWARD_ESTIMATORS``): with 0/1 rewards wrong answers get Â = 0.
+    """
     return rewards.to(torch.float64).clone()
 
 

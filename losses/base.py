@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .advantages import compute_advantages
+from .advantages import SIGNED_REWARD_ESTIMATORS, compute_advantages
 from .aggregation import Normalizer, aggregate, make_normalizer
 from .config import AlgorithmConfig, fail
 from .kl import kl_penalty
@@ -26,8 +26,17 @@ class Algorithm:
 
     Config = AlgorithmConfig
 
+    #: True if the algorithm needs signed rewards (+1 correct, −1 wrong) instead of 0/1: its advantage
+    #: has no baseline, so with 0/1 rewards wrong answers get Â = 0 and no signal (W-REINF, arXiv
+    #: 2506.01347). The class attribute is the algorithm's own declaration; an instance also returns
+    #: True when its config picks a baseline-free ``advantage_estimator`` (``reward``), so the pipeline
+    #: reads it on the built instance: ``build_algorithm(cfg).requires_signed_rewards``.
+    requires_signed_rewards: bool = False
+
     def __init__(self, config: AlgorithmConfig):
         self.config = config
+        if config.advantage_estimator in SIGNED_REWARD_ESTIMATORS:
+            self.requires_signed_rewards = True
 
     @property
     def name(self) -> str:

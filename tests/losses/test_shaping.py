@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from losses import build_algorithm
+from losses import build_algorithm, known_algorithms
 from tests.losses.conftest import make_batch
 from tests.losses.loops import loop_quadrant_of
 
@@ -87,3 +87,41 @@ def test_a3po_matches_loop(rank_by):
             w *= 2.0 if r < n_top else 1.0
             w *= 0.5 if r >= len(toks) - n_bot else 1.0
             assert abs(c.token_weight[i, t].item() - w) < 1e-12, (i, t)
+
+
+def test_requires_signed_rewards_declaration():
+    from losses.algorithms.w_reinf import WReinf
+    from losses.base import Algorithm
+
+    assert Algorithm.requires_signed_rewards is False and WReinf.requires_signed_rewards is True
+    for name in known_algorithms():
+        algo = build_algorithm({"name": name})
+        expect = name == "w_reinf"
+        assert algo.requires_signed_rewards is expect, name
+    # any algorithm whose advantage estimator is the raw reward needs signed rewards
+    assert build_algorithm({"name": "dapo", "advantage_estimator": "reward"}).requires_signed_rewards is True
+    assert build_algorithm({"name": "eapo", "advantage_estimator": "rloo"}).requires_signed_rewards is False
+
+
+@pytest.mark.parametrize("lam", [0.1, 0.5])
+def test_w_reinf_is_weighted_psr_plus_nsr(lam):
+    """At ρ = 1 the W-REINF gradient w.r.t. log π of each response token is that of
+    λ·L_PSR + L_NSR (arXiv 2506.01347): −λ/N for correct (r = +1), +1/N for wrong (r = −1) responses."""
+    b = make_batch(seed=14, B=8, T=6, G=4)
+    rewards = torch.tensor([1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
+    algo = build_algorithm({"name": "w_reinf", "positive_weight": lam})
+    adv = algo.compute_advantages(rewards, b["group_ids"])
+    adv_tok = adv[:, None] * b["mask"]
+    credit = algo.shape_credit(adv_tok, b["entropy"], b["old_logprobs"], b["mask"], b["group_ids"])
+    lp = b["old_logprobs"].clone().requires_grad_()
+    out = algo.policy_loss(lp, b["old_logprobs"], credit, b["mask"], algo.normalizer(b["mask"]))
+    (grad,) = torch.autograd.grad(out.loss, lp)
+    m, r = b["mask"].tolist(), rewards.tolist()
+    n = sum(map(sum, m))
+    for i in range(8):
+        for t in range(6):
+            ref = (-lam / n if r[i] > 0 else 1.0 / n) if m[i][t] else 0.0
+            assert abs(grad[i, t].item() - ref) < 1e-15, (i, t)
+    # with 0/1 rewards the wrong answers (NSR) would get no gradient at all: why ±1 is required
+    zero_one = algo.compute_advantages((rewards + 1) / 2, b["group_ids"])
+    assert (zero_one[rewards < 0] == 0).all()
