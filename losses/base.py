@@ -1,8 +1,11 @@
 """``Algorithm``: the object the pipeline drives (advantages, credit, diagnostics, normaliser, loss).
 
 The base class is the DAPO-style clipped surrogate of ALGORITHM.md with identity credit; algorithm
-families override the hooks ``shape_advantages``, ``token_weights``, ``log_ratio`` or
+families override the hooks ``begin_step``, ``shape_advantages``, ``token_weights``, ``log_ratio`` or
 ``pg_token_loss``. Register subclasses with ``losses.registry.register``.
+
+Call order per RL step on every data-parallel rank: ``begin_step(step, total_steps)`` once, then per
+mini-batch ``shape_credit`` (may run a collective, see there) and per micro-batch ``policy_loss``.
 """
 from __future__ import annotations
 
@@ -49,11 +52,24 @@ class Algorithm:
         return compute_advantages(rewards, group_ids, self.config.advantage_estimator, self.config.adv_eps)
 
     # ---- (b) credit shaping over the whole mini-batch -----------------------------------------
+    def begin_step(self, step: int, total_steps: int) -> None:
+        """Hook: training progress, called by the train worker before ``shape_credit`` of each RL step.
+
+        step: 0-based index of the RL step about to run (it continues after a resume), total_steps: the
+        run's number of RL steps (≥ 1); progress = step / total_steps. Default: no-op. Overrides must be
+        a pure function of (step, total_steps) so that resuming from a checkpoint reproduces the
+        schedule (A3PO decays its token scales with it).
+        """
+
     @torch.no_grad()
     def shape_credit(self, advantages, entropy, old_logprobs, response_mask, group_ids) -> Credit:
         """advantages/entropy/old_logprobs/response_mask [B, T], group_ids [B] -> Credit([B,T], [B,T]).
 
-        Shaped advantages and token weights are 0 on padding.
+        Shaped advantages and token weights are 0 on padding. entropy and old_logprobs come from the
+        old-policy forward that recomputes the old log-probs. May run a collective over the default
+        ``torch.distributed`` group (Forking: the global top-ρ entropy threshold), so when
+        ``torch.distributed`` is initialised every data-parallel rank must call it, the same number of
+        times and in the same order (also with an empty mini-batch).
         """
         m = response_mask.bool()
         adv = torch.where(m, advantages.detach(), torch.zeros_like(advantages))

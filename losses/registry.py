@@ -2,6 +2,12 @@
 
 Adding an algorithm = one module in ``losses/algorithms/`` (auto-imported) + ``configs/algorithm/<name>.yaml``.
 Precedence of values: the class's Config defaults < ``register`` defaults < the YAML mapping.
+
+What the pipeline drives on the built ``Algorithm`` (see ``losses.base``): ``compute_advantages`` on
+rewards; per RL step ``begin_step(step, total_steps)`` (training progress, e.g. A3PO's decay) before
+``shape_credit`` (old-policy entropy/log-probs; may run a ``torch.distributed`` collective, so all
+data-parallel ranks call it); per micro-batch ``policy_loss``. Class-level declarations it reads:
+``requires_signed_rewards`` (±1 rewards needed).
 """
 from __future__ import annotations
 

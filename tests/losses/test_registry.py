@@ -54,6 +54,12 @@ def test_unknown_name_lists_known():
     ({"name": "grpo", "kl_coef": "abc"}, "kl_coef"),
     ({"name": "forking", "top_ratio": 0.0}, "top_ratio"),
     ({"name": "a3po", "rank_by": "logit"}, "rank_by"),
+    ({"name": "a3po", "pos_low_fraction": 1.5}, "pos_low_fraction"),
+    ({"name": "a3po", "neg_high_scale": -1.0}, "neg_high_scale"),
+    ({"name": "a3po", "neg_weight": -0.1}, "neg_weight"),
+    ({"name": "a3po", "scale_decay": "cosine"}, "scale_decay"),
+    ({"name": "a3po", "decay_end": 0.0}, "decay_end"),
+    ({"name": "a3po", "top_fraction": 0.2}, "top_fraction"),  # the old single pair is gone
     ({"name": "quadrant_phr", "quadrants": []}, "quadrants"),
     ({"name": "clip_cov", "clip_cov_lb": 5.0, "clip_cov_ub": 1.0}, "clip_cov_ub"),
 ])

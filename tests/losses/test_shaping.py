@@ -68,27 +68,6 @@ def test_w_reinf_weights():
         assert abs(c.token_weight[i, t].item() - (0.1 if a[i][t] > 0 else 1.0)) < 1e-15
 
 
-@pytest.mark.parametrize("rank_by", ["prob", "entropy"])
-def test_a3po_matches_loop(rank_by):
-    b = make_batch(seed=13, B=10, T=12, G=5)
-    cfg = dict(pos_weight=1.3, neg_weight=0.7, rank_by=rank_by, top_fraction=0.25, top_scale=2.0,
-               bottom_fraction=0.4, bottom_scale=0.5)
-    c = credit_of("a3po", b, **cfg)
-    a, m = b["advantages"].tolist(), b["mask"].tolist()
-    probs = [[math.exp(x) for x in row] for row in b["old_logprobs"].tolist()]
-    key = probs if rank_by == "prob" else b["entropy"].tolist()
-    for i in range(10):
-        toks = [t for t in range(12) if m[i][t]]
-        desc = sorted(toks, key=lambda t: -key[i][t])
-        n_top, n_bot = int(0.25 * len(toks)), int(0.4 * len(toks))
-        for t in toks:
-            r = desc.index(t)
-            w = 1.3 if a[i][t] >= 0 else 0.7
-            w *= 2.0 if r < n_top else 1.0
-            w *= 0.5 if r >= len(toks) - n_bot else 1.0
-            assert abs(c.token_weight[i, t].item() - w) < 1e-12, (i, t)
-
-
 def test_requires_signed_rewards_declaration():
     from losses.algorithms.w_reinf import WReinf
     from losses.base import Algorithm
