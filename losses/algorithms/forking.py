@@ -54,7 +54,7 @@ def gather_values(values: torch.Tensor, group=None) -> tuple[torch.Tensor, int]:
 
 
 def top_count(n: int, ratio: float) -> int:
-    """k = min(n, max(1, ⌈ρ·n⌉)) for n ≥ 1 (⌈·⌉ with a 1e-9 tolerance so 0.2·15 is 3, not 4), 0 for n = 0."""
+    """k = min(n, max(1, ⌈ρ·n⌉)) for n ≥ 1, 0 for n = 0; ⌈·⌉ tolerates 1e-9 (0.2·15 is 3, not 4)."""
     return min(n, max(1, math.ceil(ratio * n - 1e-9))) if n else 0
 
 
