@@ -50,6 +50,12 @@ def check_number(cfg, field: str, lo: float | None = None, hi: float | None = No
     setattr(cfg, field, int(v) if integer else v)
 
 
+def check_bool(cfg, field: str) -> None:
+    """``cfg.<field>`` must be a bool (YAML true/false), not 0/1 or a string."""
+    if not isinstance(getattr(cfg, field), bool):
+        fail(field, f"expected true or false, got {getattr(cfg, field)!r}")
+
+
 def check_choice(cfg, field: str, choices) -> None:
     """``cfg.<field>`` must be one of ``choices``."""
     if getattr(cfg, field) not in choices:
@@ -68,7 +74,15 @@ def check_subset(cfg, field: str, choices) -> None:
 
 @dataclass
 class AlgorithmConfig:
-    """Keys shared by every algorithm (see configs/algorithm/*.yaml for their trade-offs)."""
+    """Keys shared by every algorithm (see configs/algorithm/*.yaml for their trade-offs).
+
+    The last four act on data and are applied by the pipeline, not by ``losses``: DAPO dynamic
+    sampling (arXiv 2503.14476; drop groups whose G rewards are all equal, see
+    ``losses.advantages.informative_groups``, and top the step's batch up with at most
+    ``max_sampling_rounds`` further rollout rounds) and DAPO's soft overlong punishment (reward +=
+    ``overlong_penalty_factor`` · ``losses.reward_shaping.overlong_penalty(lengths, max_tokens,
+    overlong_buffer)``; 0 = off; the buffer must not exceed the rollout's max_tokens).
+    """
 
     name: str = ""
     advantage_estimator: str = "grpo"
@@ -81,6 +95,10 @@ class AlgorithmConfig:
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
     entropy_coef: float = 0.0
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 3
+    overlong_buffer: int = 0
+    overlong_penalty_factor: float = 1.0
 
     def __post_init__(self):
         self.validate()
@@ -97,6 +115,10 @@ class AlgorithmConfig:
         check_number(self, "kl_coef", 0.0)
         check_choice(self, "kl_estimator", KL_ESTIMATORS)
         check_number(self, "entropy_coef", 0.0)
+        check_bool(self, "dynamic_sampling")
+        check_number(self, "max_sampling_rounds", 0, integer=True)
+        check_number(self, "overlong_buffer", 0, integer=True)
+        check_number(self, "overlong_penalty_factor", 0.0)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping) -> "AlgorithmConfig":

@@ -7,7 +7,8 @@ What the pipeline drives on the built ``Algorithm`` (see ``losses.base``): ``com
 rewards; per RL step ``begin_step(step, total_steps)`` (training progress, e.g. A3PO's decay) before
 ``shape_credit`` (old-policy entropy/log-probs; may run a ``torch.distributed`` collective, so all
 data-parallel ranks call it); per micro-batch ``policy_loss``. Class-level declarations it reads:
-``requires_signed_rewards`` (±1 rewards needed).
+``requires_signed_rewards`` (±1 rewards needed). Data-side keys of every config (``dynamic_sampling``,
+``max_sampling_rounds``, ``overlong_buffer``, ``overlong_penalty_factor``) are applied by the pipeline.
 """
 from __future__ import annotations
 

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -5,6 +6,7 @@ import pytest
 import losses
 from losses import build_algorithm, known_algorithms
 from losses.algorithms.grpo import DAPO
+from losses.config import AlgorithmConfig
 
 yaml = pytest.importorskip("yaml")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "algorithm"
@@ -62,6 +64,14 @@ def test_unknown_name_lists_known():
     ({"name": "a3po", "top_fraction": 0.2}, "top_fraction"),  # the old single pair is gone
     ({"name": "quadrant_phr", "quadrants": []}, "quadrants"),
     ({"name": "clip_cov", "clip_cov_lb": 5.0, "clip_cov_ub": 1.0}, "clip_cov_ub"),
+    ({"name": "dapo", "dynamic_sampling": "yes"}, "dynamic_sampling"),
+    ({"name": "dapo", "dynamic_sampling": 1}, "dynamic_sampling"),
+    ({"name": "dapo", "max_sampling_rounds": -1}, "max_sampling_rounds"),
+    ({"name": "dapo", "max_sampling_rounds": 1.5}, "max_sampling_rounds"),
+    ({"name": "dapo", "overlong_buffer": -4}, "overlong_buffer"),
+    ({"name": "dapo", "overlong_buffer": 2.5}, "overlong_buffer"),
+    ({"name": "eapo", "overlong_penalty_factor": -1.0}, "overlong_penalty_factor"),
+    ({"name": "eapo", "overlong_penalty_factor": "abc"}, "overlong_penalty_factor"),
 ])
 def test_invalid_config_names_the_field(cfg, field):
     with pytest.raises(ValueError, match=f"^{field}"):
@@ -81,3 +91,33 @@ def test_register_new_algorithm_without_touching_the_registry():
         """Test-only subclass."""
 
     assert build_algorithm({"name": "unit_test_algo"}).config.clip_high == 0.5
+
+
+DATA_KEYS = ("dynamic_sampling", "max_sampling_rounds", "overlong_buffer", "overlong_penalty_factor")
+DAPO_LIKE = ["dapo", "eapo", "eapo_wo_phr", "eapo_wo_plr", "eapo_wo_nlr", "eapo_wo_nhr"]
+
+
+def test_dapo_data_keys_per_algorithm():
+    for name in known_algorithms():
+        c = build_algorithm({"name": name}).config
+        got = tuple(getattr(c, k) for k in DATA_KEYS)
+        assert got == ((True, 3, 4, 1.0) if name in DAPO_LIKE else (False, 3, 0, 1.0)), name
+
+
+def test_every_yaml_agrees_with_its_registry_base_keys_and_lists_every_key_with_a_comment():
+    """A YAML may pick family keys of its own (it overrides the registry preset by design), but the shared
+    base keys must agree with the registry preset, so `build_algorithm({"name": ...})` and the YAML run
+    the same DAPO data side; every YAML repeats all keys of its config (the base keys first), each under
+    a comment line."""
+    base = [f.name for f in dataclasses.fields(AlgorithmConfig)]
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        from_yaml = build_algorithm(load(path.stem)).config
+        from_registry = build_algorithm({"name": path.stem}).config
+        for key in base:
+            assert getattr(from_yaml, key) == getattr(from_registry, key), (path.stem, key)
+        lines = path.read_text().splitlines()
+        keys = [ln.split(":")[0] for ln in lines if ln and not ln.startswith("#")]
+        assert keys == [f.name for f in dataclasses.fields(from_yaml)], path.stem
+        for i, ln in enumerate(lines):
+            if ln and not ln.startswith("#") and not ln.startswith("name:"):
+                assert lines[i - 1].startswith("# "), (path.stem, ln)
