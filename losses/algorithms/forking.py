@@ -45,12 +45,13 @@ def gather_values(values: torch.Tensor, group=None) -> tuple[torch.Tensor, int]:
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size, group=group)
     counts = [int(s) for s in sizes]
+    if max(counts) == 0:  # no response token on any rank
+        return values, 0
     padded = torch.zeros(max(counts), dtype=values.dtype, device=values.device)
     padded[: values.numel()] = values
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded, group=group)
-    rank = dist.get_rank(group)
-    return torch.cat([p[:c] for p, c in zip(parts, counts)]), sum(counts[:rank])
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]), sum(counts[:dist.get_rank(group)])
 
 
 def top_count(n: int, ratio: float) -> int:

@@ -84,18 +84,23 @@ def test_two_rank_gloo_mask_equals_single_process_mask_over_concatenation(tmp_pa
                 for rank in range(world):
                     cases[rank][key] = (shard(ent, split, rank), shard(mask, split, rank), shard(adv, split, rank),
                                         ratio)
+    empty = torch.zeros(2, 5, dtype=torch.bool)  # no response token on any rank: nothing selected
+    expected[("empty",)] = torch.zeros(4, 5, dtype=torch.bool)
+    for rank in range(world):
+        cases[rank][("empty",)] = (torch.full((2, 5), float("nan"), dtype=torch.float64), empty,
+                                   torch.zeros(2, 5, dtype=torch.float64), 0.2)
     mp.spawn(_worker, args=(world, f"file://{tmp_path}/store", cases, str(tmp_path / "out")), nprocs=world,
              join=True)
     got = [torch.load(tmp_path / f"out.{rank}") for rank in range(world)]
     per_rank_differs = cross_rank_ties = False
     for key, want in expected.items():
-        split = SPLITS[key[1]]
+        split = SPLITS[key[1]] if len(key) > 1 else 2
         mask_cat = torch.cat([got[0][key][0], got[1][key][0]])
         weight_cat = torch.cat([got[0][key][1], got[1][key][1]])
         assert torch.equal(mask_cat, want), key
         assert torch.equal(weight_cat, want.to(weight_cat.dtype)), key
-        ent, mask = cases[0][key][0], cases[0][key][1]
-        per_rank_differs |= not torch.equal(top_entropy_mask(ent, mask, key[2]), want[:split])
+        ent, mask, ratio = cases[0][key][0], cases[0][key][1], cases[0][key][3]
+        per_rank_differs |= not torch.equal(top_entropy_mask(ent, mask, ratio), want[:split])
         cross_rank_ties |= _cut_inside_ties_on_both_ranks(key, cases, want, split)
     assert per_rank_differs  # a per-rank threshold would fail this test
     assert cross_rank_ties  # the threshold falls inside a run of ties that spans both ranks
@@ -104,6 +109,8 @@ def test_two_rank_gloo_mask_equals_single_process_mask_over_concatenation(tmp_pa
 def _cut_inside_ties_on_both_ranks(key, cases, want, split):
     ent = torch.cat([cases[0][key][0], cases[1][key][0]]).nan_to_num(nan=-math.inf)
     mask = torch.cat([cases[0][key][1], cases[1][key][1]])
+    if not want.any():
+        return False
     v = ent[want].min()
     at_v = mask & (ent == v)
     return bool(at_v[:split].any() and at_v[split:].any() and (at_v & ~want).any() and (at_v & want).any())
