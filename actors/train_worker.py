@@ -117,22 +117,52 @@ def publish_weights(engine, version: int) -> float:
     return time.perf_counter() - t0
 
 
+def _shard_sum(shards, key: str) -> float:
+    return float(sum(s.metrics.get(key, 0.0) for s in shards))
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else 0.0
+
+
+def rollout_metrics(shards) -> dict:
+    """Sampling-side scalars of one step, summed over the step's shards.
+
+    ``reward/mean`` and ``reward/accuracy`` are over the step's own prompts (first sampling round),
+    an unbiased training-reward curve even when dynamic sampling trains on a filtered batch.
+    """
+    n, groups = _shard_sum(shards, "sampled/responses"), _shard_sum(shards, "sampled/groups")
+    sampled = _shard_sum(shards, "dynamic_sampling/sampled_groups")
+    out = {
+        "reward/mean": _ratio(_shard_sum(shards, "sampled/reward_sum"), n),
+        "reward/accuracy": _ratio(_shard_sum(shards, "sampled/correct_sum"), n),
+        "reward/solved_all_share": _ratio(_shard_sum(shards, "sampled/groups_all_correct"), groups),
+        "reward/solved_none_share": _ratio(_shard_sum(shards, "sampled/groups_none_correct"), groups),
+        "dynamic_sampling/filtered_share": _ratio(_shard_sum(shards, "dynamic_sampling/filtered_groups"), sampled),
+        "dynamic_sampling/extra_rounds": max(s.metrics.get("dynamic_sampling/extra_rounds", 0.0) for s in shards),
+        "dynamic_sampling/unfilled_share": _ratio(_shard_sum(shards, "dynamic_sampling/unfilled_groups"), groups),
+    }
+    for s in shards:
+        out.update({k: v for k, v in s.metrics.items() if k.startswith("heldout/")})
+    return out
+
+
 def step_metrics(shards, batch, old_lp, old_entropy, diag, opt_stats, timings) -> dict:
     """Scalars logged for one step (see README, "Metrics").
 
-    ``rollout/logprob_gap`` = mean |log π_vLLM − log π_trainer| over response tokens: ~0 when the
-    engine sampled with the weights the trainer holds (on-policy), larger with staleness.
+    ``rollout/logprob_gap`` = mean |log π_vLLM − log π_trainer| over trained response tokens: ~0 when
+    the engine sampled with the weights the trainer holds (on-policy), larger with staleness.
     """
     mask = batch.response_mask
     gap = ((batch.behaviour_logprobs - old_lp).abs() * mask).sum() / mask.sum().clamp(min=1)
-    lengths = mask.sum(-1)
+    lengths = mask.sum(-1)[mask.sum(-1) > 0]
     return {
-        "reward/mean": float(batch.rewards.mean()),
-        "reward/solved_all_share": float(np.mean([s.rewards.min() > 0 for s in shards])),
-        "response_length/mean": float(lengths.mean()),
+        **rollout_metrics(shards),
+        "reward/train_mean": float((batch.rewards * (mask.sum(-1) > 0)).sum() / max(1, len(lengths))),
+        "response_length/mean": float(lengths.float().mean()) if len(lengths) else 0.0,
         "response_length/truncated_share": float(np.mean([t for s in shards for t in s.truncated])),
         "entropy/mean": float((old_entropy * mask).sum() / mask.sum().clamp(min=1)),
-        "advantage/abs_mean": float(batch.advantages.abs().mean()),
+        "advantage/abs_mean": float((batch.advantages.abs() * (mask.sum(-1) > 0)).sum() / max(1, len(lengths))),
         "rollout/logprob_gap": float(gap),
         "data/first_shard": float(min(s.shard for s in shards)),
         "rollout/weight_version_lag": float(np.mean([s.step - s.weight_version for s in shards])),
@@ -168,6 +198,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         old_lp, old_ent = old_policy_stats(engine.module, batch, micro, cfg.rollout.temperature,
                                            cfg.trainer.logprob_chunk_size)
         adv_tok = batch.advantages[:, None] * batch.response_mask
+        algo.begin_step(step, cfg.trainer.total_steps)
         credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
         diag = algo.diagnostics(adv_tok, credit, old_ent, batch.response_mask, batch.group_ids)
         opt_stats = optimise(engine, algo, batch, old_lp, credit, cfg, world)
@@ -184,6 +215,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "timing/rollout_s": max(s.timings["rollout_s"] for s in shards),
             "timing/reward_s": max(s.timings["reward_s"] for s in shards),
             "timing/weight_wait_s": max(s.timings["weight_wait_s"] for s in shards),
+            "timing/heldout_s": max(s.timings["heldout_s"] for s in shards),
             "timing/train_s": train_s,
             "timing/weight_sync_s": publish_s + max(s.timings["weight_load_s"] for s in shards),
             "timing/step_s": now - t_prev,
@@ -192,6 +224,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = {**step_metrics(shards, batch, old_lp, old_ent, diag, opt_stats, timings), **evaluation}
         if logger is not None:
             logger.log(step + 1, metrics)
-        ray.train.report({"step": step + 1, **{k: v for k, v in metrics.items() if k.startswith("reward")}})
+        ray.train.report({"step": step + 1, **{k: v for k, v in metrics.items() if k.startswith("reward/")}})
     if logger is not None:
         logger.close()

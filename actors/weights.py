@@ -66,7 +66,16 @@ def _load_on_worker(worker, named_tensors: dict) -> None:
     worker.model_runner.reload_weights(weights_iterator=list(named_tensors.items()))
 
 
+def _quiet_reload_warning() -> None:
+    """vLLM warns on every reload that RotaryEmbedding "failed to load weights": it has no checkpoint
+    tensors (its cos/sin cache is derived and kept), so the warning is noise once per step."""
+    import logging
+
+    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
+
+
 def load_into_vllm(llm, named_tensors: dict) -> None:
     """Replace an in-process vLLM engine's weights and drop its prefix cache (stale KV)."""
+    _quiet_reload_warning()
     llm.collective_rpc(_load_on_worker, args=(named_tensors,))
     llm.reset_prefix_cache()

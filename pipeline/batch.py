@@ -24,11 +24,19 @@ class PromptShard:
     uids: list[str]
     prompt_ids: list[list[int]]
     golds: list[str]
+    refill_prompt_ids: list[list[int]] = field(default_factory=list)  # dynamic sampling reserve
+    refill_golds: list[str] = field(default_factory=list)
 
 
 @dataclass
 class RolloutShard:
-    """Sampled, scored responses of one shard: G per prompt, prompt j owns rows [j*G, (j+1)*G)."""
+    """Sampled, scored responses of one shard: G per prompt, prompt j owns rows [j*G, (j+1)*G).
+
+    With dynamic sampling the prompts are those kept for training (informative groups first, then
+    refills), so ``prompt_ids`` may differ from the step's :class:`PromptShard`; ``train_mask`` [P*G]
+    is False for responses of groups left in only to keep the shape (no gradient, not counted).
+    ``metrics`` holds per-shard scalars (first-round reward, dynamic-sampling and held-out figures).
+    """
 
     step: int
     shard: int
@@ -43,6 +51,8 @@ class RolloutShard:
     rewards: np.ndarray | None = None  # [P*G] float32
     verdicts: list[str] | None = None
     advantages: np.ndarray | None = None  # [P*G] float32, sequence level
+    train_mask: np.ndarray | None = None  # [P*G] bool; None = all responses train
+    metrics: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -55,7 +65,8 @@ class TrainBatch:
     """Padded tensors for the policy update (torch tensors, CPU).
 
     input_ids [B, L] long, attention_mask [B, L] long, labels [B, T] long (= input_ids[:, 1:]),
-    response_mask [B, T] float (1 where labels[b, t] is a response token), advantages [B] float,
+    response_mask [B, T] float (1 where labels[b, t] is a response token of a trained response; rows
+    that dynamic sampling filtered out are all 0), advantages [B] float,
     rewards [B] float, group_ids [B] long (unique per prompt across the batch),
     behaviour_logprobs [B, T] float (rollout engine's log-probs, 0 outside responses).
     """
@@ -89,14 +100,16 @@ def collate(shards: list[RolloutShard], pad_id: int) -> TrainBatch:
     """Stack shards into one right-padded :class:`TrainBatch` (see its docstring for shapes)."""
     import torch
 
-    seqs, resp_starts, groups, adv, rew, blp = [], [], [], [], [], []
+    seqs, resp_starts, groups, adv, rew, blp, trained = [], [], [], [], [], [], []
     for s_idx, shard in enumerate(shards):
+        keep = shard.train_mask if shard.train_mask is not None else np.ones(shard.num_responses, bool)
         for i, resp in enumerate(shard.response_ids):
             prompt = shard.prompt_ids[i // shard.group_size]
             seqs.append(list(prompt) + list(resp))
             resp_starts.append(len(prompt))
             groups.append(s_idx * 1_000_000 + i // shard.group_size)
             blp.append(shard.behaviour_logprobs[i])
+            trained.append(bool(keep[i]))
         adv.append(np.asarray(shard.advantages, dtype=np.float32))
         rew.append(np.asarray(shard.rewards, dtype=np.float32))
     width = max(len(s) for s in seqs)
@@ -107,7 +120,7 @@ def collate(shards: list[RolloutShard], pad_id: int) -> TrainBatch:
     for b, (seq, start) in enumerate(zip(seqs, resp_starts)):
         ids[b, : len(seq)] = torch.tensor(seq)
         attn[b, : len(seq)] = 1
-        resp_mask[b, start - 1: len(seq) - 1] = 1.0
+        resp_mask[b, start - 1: len(seq) - 1] = float(trained[b])
         n = len(seq) - start
         beh[b, start - 1: start - 1 + n] = torch.tensor(blp[b][:n], dtype=torch.float32)
     return TrainBatch(

@@ -6,6 +6,7 @@ values with a message that names the field, before anything expensive starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -36,10 +37,10 @@ class TaskConfig:
 
 @dataclass
 class WarmStartConfig:
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 64
-    lr: float = 1.0e-3
-    num_examples: int = 2000
+    lr: float = 3.0e-3
+    num_examples: int = 4000
     carry_noise: float = 0.7
 
 
@@ -80,7 +81,7 @@ class TrainerConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     zero_stage: int = 0
-    lr: float = 1.0e-4
+    lr: float = 1.0e-5
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     prompts_per_step: int = 16
@@ -97,6 +98,7 @@ class TrainerConfig:
 class HeldoutConfig:
     size: int = 256
     max_tokens: int = 32
+    every: int = 10
 
 
 @dataclass
@@ -177,6 +179,7 @@ def validate(c: Config) -> None:
     for name in pe.benchmarks:
         _require(name in REGISTRY, "periodic_eval.benchmarks", f"unknown benchmark {name!r}; known: {sorted(REGISTRY)}")
     _require(c.heldout.size >= 0, "heldout.size", f"must be >= 0, got {c.heldout.size}")
+    _require(c.heldout.every >= 0, "heldout.every", f"must be >= 0 (0 = before/after only), got {c.heldout.every}")
     _require(c.warm_start.steps >= 0, "warm_start.steps", "must be >= 0")
     _require(0 <= c.warm_start.carry_noise <= 1, "warm_start.carry_noise", "must be in [0, 1]")
     _require(c.rollout.staleness >= 0, "rollout.staleness", f"must be >= 0, got {c.rollout.staleness}")
@@ -203,9 +206,23 @@ def validate(c: Config) -> None:
     from losses import build_algorithm
 
     try:
-        build_algorithm(c.algorithm)
+        algo = build_algorithm(c.algorithm)
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"invalid configuration at 'algorithm': {err}") from None
+    c.algorithm = dataclasses.asdict(algo.config)  # every key resolved (class < registry < YAML)
+    _validate_algorithm_against_run(c, algo)
+
+
+def _validate_algorithm_against_run(c: Config, algo) -> None:
+    """Checks that need both the algorithm and the rest of the run's settings."""
+    r = c.rollout
+    if algo.requires_signed_rewards:
+        _require(r.reward_wrong < 0 < r.reward_correct, "rollout.reward_wrong",
+                 f"algorithm {algo.name!r} needs the +-1 reward convention (reward_wrong < 0 < reward_correct), "
+                 f"got reward_correct={r.reward_correct}, reward_wrong={r.reward_wrong}")
+    buffer = c.algorithm["overlong_buffer"]
+    _require(buffer <= r.max_tokens, "algorithm.overlong_buffer",
+             f"must be <= rollout.max_tokens={r.max_tokens}, got {buffer}")
 
 
 def shards_per_step(c: Config) -> int:

@@ -175,17 +175,28 @@ def epoch_order(num_rows: int, seed: int, epoch: int, shuffle: bool) -> np.ndarr
     return np.random.default_rng([seed, epoch]).permutation(num_rows)
 
 
+def refill_rows(num_rows: int, seed: int, shard: int, count: int) -> np.ndarray:
+    """Rows of shard ``shard``'s dynamic-sampling reserve: ``count`` rows drawn by a generator seeded
+    with (seed, shard), independent of the epoch order, so resume stays exact and the epoch's
+    once-per-prompt accounting is untouched (reserve prompts are extra draws, with replacement
+    across shards)."""
+    rng = np.random.default_rng([seed, shard, 0x5EED])
+    return rng.choice(num_rows, size=count, replace=count > num_rows)
+
+
 class ShardPrompts:
     """Ray Data callable: shard indices -> :class:`PromptShard` rows (prompt positions are global).
 
     Global prompt position ``q = shard * prompts_per_shard + j`` lies in epoch ``q // N`` at
     offset ``q % N`` of that epoch's seeded order, so shard k always holds the same prompts.
+    ``refill_per_shard`` reserve prompts (dynamic sampling) come from :func:`refill_rows`.
     """
 
-    def __init__(self, table, prompts_per_shard: int, shards_per_step: int, seed: int, shuffle: bool):
+    def __init__(self, table, prompts_per_shard: int, shards_per_step: int, seed: int, shuffle: bool,
+                 refill_per_shard: int = 0):
         self.table = table
         self.per_shard, self.per_step = prompts_per_shard, shards_per_step
-        self.seed, self.shuffle = seed, shuffle
+        self.seed, self.shuffle, self.refill = seed, shuffle, refill_per_shard
         self._orders: dict[int, np.ndarray] = {}
 
     def _row(self, position: int) -> int:
@@ -199,17 +210,20 @@ class ShardPrompts:
         shards = []
         for shard in batch["id"].tolist():
             rows = [self._row(shard * self.per_shard + j) for j in range(self.per_shard)]
+            reserve = refill_rows(len(self.table["uid"]), self.seed, shard, self.refill).tolist()
             shards.append(PromptShard(
                 step=shard // self.per_step, shard=shard,
                 uids=[self.table["uid"][r] for r in rows],
                 prompt_ids=[self.table["prompt_ids"][r] for r in rows],
                 golds=[self.table["gold"][r] for r in rows],
+                refill_prompt_ids=[self.table["prompt_ids"][r] for r in reserve],
+                refill_golds=[self.table["gold"][r] for r in reserve],
             ))
         return {"payload": object_column(shards)}
 
 
 def shard_stream(table_ref, first_shard: int, num_shards: int, prompts_per_shard: int,
-                 shards_per_step: int, seed: int, shuffle: bool):
+                 shards_per_step: int, seed: int, shuffle: bool, refill_per_shard: int = 0):
     """Dataset with one ``payload`` (:class:`PromptShard`) per shard in ``[first_shard, first_shard+num_shards)``."""
     import ray.data
 
@@ -219,6 +233,7 @@ def shard_stream(table_ref, first_shard: int, num_shards: int, prompts_per_shard
     ids = ray.data.from_items([{"id": first_shard + i} for i in range(num_shards)],
                               override_num_blocks=max(1, num_shards))
     return ids.map_batches(
-        ShardPrompts, fn_constructor_args=(table_ref, prompts_per_shard, shards_per_step, seed, shuffle),
+        ShardPrompts, fn_constructor_args=(table_ref, prompts_per_shard, shards_per_step, seed, shuffle,
+                                           refill_per_shard),
         batch_format="numpy", batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1,
     )

@@ -18,39 +18,33 @@ from omegaconf import DictConfig
 
 from pipeline import config as config_mod
 from pipeline.config import Config, shards_per_step
-from pipeline.report import plot_training_curves
+from pipeline.report import heldout_curve, plot_training_curves
 from pipeline.run_dir import latest_checkpoint, make_logger_factory, read_metrics, truncate_metrics
 from pipeline.setup import (engine_kwargs, heldout_set, init_ray, prepare_policy, prepare_source,
                             say)
 
 
-def build_stream(cfg: Config, table, model_path: str, start_step: int):
-    """Prompt shards -> rollout actor pool (vLLM) -> scorer: the Ray Dataset Ray Train consumes."""
+def build_stream(cfg: Config, table, model_path: str, start_step: int, heldout):
+    """Prompt shards -> rollout actor pool (vLLM sampling, scoring, dynamic sampling): what Ray Train consumes."""
     import ray.data
 
-    from actors.reward import ScoreShards
     from actors.rollout import RolloutWorker
     from pipeline.data import shard_stream
 
     per_step = shards_per_step(cfg)
+    per_shard = cfg.trainer.prompts_per_step // per_step
+    algo = cfg.algorithm
+    refill = per_shard * algo["max_sampling_rounds"] if algo["dynamic_sampling"] else 0
     stream = shard_stream(table, start_step * per_step, (cfg.trainer.total_steps - start_step) * per_step,
-                          cfg.trainer.prompts_per_step // per_step, per_step, cfg.seed, cfg.data.shuffle)
-    sampling = {"n": cfg.rollout.n, "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p,
-                "max_tokens": cfg.rollout.max_tokens}
-    stream = stream.map_batches(
-        RolloutWorker, fn_constructor_args=(model_path, start_step, cfg.rollout.staleness, sampling,
-                                            engine_kwargs(cfg), cfg.seed),
+                          per_shard, per_step, cfg.seed, cfg.data.shuffle, refill)
+    return stream.map_batches(
+        RolloutWorker, fn_constructor_args=(cfg, model_path, start_step, heldout),
         batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_actors),
         num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor,
     )
-    return stream.map_batches(
-        ScoreShards, fn_constructor_args=(dict(cfg.algorithm), cfg.rollout.reward_correct, cfg.rollout.reward_wrong,
-                                          cfg.rollout.verifier_timeout_s),
-        batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.2,
-    )
 
 
-def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, tokenizer_path: str) -> None:
+def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, tokenizer_path: str, heldout) -> None:
     """Run the Ray Train worker group over the rollout stream until ``trainer.total_steps``."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -66,7 +60,7 @@ def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, tok
                            "logger_factory": make_logger_factory(cfg.run_dir, start_step, t.total_steps)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
-        datasets={"rollouts": build_stream(cfg, table, model_path, start_step)},
+        datasets={"rollouts": build_stream(cfg, table, model_path, start_step, heldout)},
         dataset_config=RolloutStreamConfig("rollouts"),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         run_config=RunConfig(storage_path=os.path.join(cfg.run_dir, "ray_train"), name="train",
@@ -116,7 +110,7 @@ def run(cfg: Config) -> dict:
     before = _heldout_before(cfg, init_path, heldout)
     store = get_or_create_store(start_step)
     if start_step < cfg.trainer.total_steps:
-        train(cfg, table, model_path, start_step, tokenizer.pad_token_id, init_path)
+        train(cfg, table, model_path, start_step, tokenizer.pad_token_id, init_path, heldout)
     final_step, final_path = latest_checkpoint(cfg.run_dir)
     after = heldout_accuracy(cfg, final_path, heldout)
     ray.kill(store)
@@ -137,6 +131,10 @@ def _heldout_before(cfg: Config, init_path: str, heldout) -> dict:
     return result
 
 
+def _mean_reward(rows: list[dict]) -> float:
+    return sum(r["reward/mean"] for r in rows) / len(rows)
+
+
 def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str, wall_s: float) -> dict:
     metrics = read_metrics(cfg.run_dir)
     timing_keys = [k for k in (metrics[0] if metrics else {}) if k.startswith("timing/")]
@@ -146,8 +144,12 @@ def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str
         "algorithm": cfg.algorithm["name"],
         "mean_timings": {k: round(sum(m[k] for m in metrics) / len(metrics), 3) for k in timing_keys},
         "reward_first_last": [metrics[0]["reward/mean"], metrics[-1]["reward/mean"]] if metrics else None,
+        "reward_first10_last10": [_mean_reward(metrics[:10]), _mean_reward(metrics[-10:])] if metrics else None,
+        "seed": cfg.seed,
     }
-    summary["plot"] = plot_training_curves(metrics, os.path.join(cfg.run_dir, "training_curves.png"))
+    summary["heldout_curve"] = [list(p) for p in zip(*heldout_curve(metrics, (steps, after["accuracy"])))]
+    summary["plot"] = plot_training_curves(metrics, os.path.join(cfg.run_dir, "training_curves.png"),
+                                           (steps, after["accuracy"]))
     with open(os.path.join(cfg.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

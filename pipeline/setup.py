@@ -89,10 +89,13 @@ def init_ray(cfg: Config) -> None:
 
     if ray.is_initialized():
         return
-    env = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}}
+    env = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
+                        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}}
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    # one namespace per run directory: runs sharing a cluster (a study) never see each other's named actors
+    namespace = "eapo-" + hashlib.sha256(cfg.run_dir.encode()).hexdigest()[:12]
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
-    else:
-        ray.init(num_cpus=os.cpu_count(), runtime_env=env)  # dashboard on: Ray Train queries the state API
+        ray.init(address=address, runtime_env=env, log_to_driver=True, namespace=namespace)
+    else:  # dashboard on: Ray Train queries the state API
+        ray.init(num_cpus=os.cpu_count(), runtime_env=env, namespace=namespace)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -15,7 +15,20 @@ REQUIRED = ["eapo", "grpo", "dapo", "dr_grpo", "gspo", "forking", "entroadv", "e
 
 
 def load(name):
-    return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    """The algorithm mapping of configs/algorithm/<name>.yaml (a `# @package _global_` file nests it
+    under `algorithm:` and may set other groups' keys, e.g. w_reinf's +-1 rewards)."""
+    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    return raw["algorithm"] if "algorithm" in raw else raw
+
+
+def algorithm_lines(path):
+    """Lines of the algorithm mapping (dedented block under `algorithm:` for a global-package file)."""
+    lines = path.read_text().splitlines()
+    if "algorithm:" not in lines:
+        return lines
+    block = lines[lines.index("algorithm:") + 1:]
+    end = next((i for i, ln in enumerate(block) if ln and not ln.startswith(" ")), len(block))
+    return [ln[2:] for ln in block[:end]]
 
 
 def test_every_yaml_builds_and_every_required_name_exists():
@@ -115,7 +128,7 @@ def test_every_yaml_agrees_with_its_registry_base_keys_and_lists_every_key_with_
         from_registry = build_algorithm({"name": path.stem}).config
         for key in base:
             assert getattr(from_yaml, key) == getattr(from_registry, key), (path.stem, key)
-        lines = path.read_text().splitlines()
+        lines = algorithm_lines(path)
         keys = [ln.split(":")[0] for ln in lines if ln and not ln.startswith("#")]
         assert keys == [f.name for f in dataclasses.fields(from_yaml)], path.stem
         for i, ln in enumerate(lines):

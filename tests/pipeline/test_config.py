@@ -62,3 +62,32 @@ def test_unknown_algorithm_fails_before_start_with_known_names():
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "nope" in proc.stderr and "eapo" in proc.stderr
+
+
+def test_w_reinf_brings_the_signed_reward_convention_and_rejects_0_1():
+    cfg = C.load(compose_cfg("algorithm=w_reinf"))
+    assert (cfg.rollout.reward_correct, cfg.rollout.reward_wrong) == (1.0, -1.0)
+    with pytest.raises(C.ConfigError, match=r"rollout\.reward_wrong.*w_reinf"):
+        C.load(compose_cfg("algorithm=w_reinf", "rollout.reward_wrong=0"))
+    # the convention stays with W-REINF: other algorithms keep 0/1
+    assert C.load(compose_cfg("algorithm=grpo")).rollout.reward_wrong == 0.0
+
+
+def test_algorithm_keys_are_resolved_and_dapo_is_the_papers():
+    dapo = C.load(compose_cfg("algorithm=dapo")).algorithm
+    assert dapo["dynamic_sampling"] is True and dapo["overlong_buffer"] > 0 and dapo["clip_high"] == 0.28
+    grpo = C.load(compose_cfg("algorithm=grpo")).algorithm
+    assert grpo["dynamic_sampling"] is False and grpo["overlong_buffer"] == 0
+    # a key the YAML omits still arrives with its registry default
+    eapo = C.load(compose_cfg("~algorithm.max_sampling_rounds")).algorithm
+    assert eapo["max_sampling_rounds"] == 3
+
+
+def test_overlong_buffer_must_fit_the_response_budget():
+    with pytest.raises(C.ConfigError, match=r"algorithm\.overlong_buffer.*rollout\.max_tokens=8"):
+        C.load(compose_cfg("algorithm=dapo", "rollout.max_tokens=8", "algorithm.overlong_buffer=9"))
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EAPO_CACHE_DIR", str(tmp_path))
+    assert C.load(compose_cfg()).model.cache_dir == str(tmp_path)

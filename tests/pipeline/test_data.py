@@ -112,3 +112,17 @@ def test_reference_solution_adds_by_columns_and_flawed_variant_drops_carries():
     for p in sample_problems(50, 4, 2, "train"):
         assert score(p.solution(), str(p.answer)) == 1.0
         assert score(p.solution(drop_carries=True), str(p.answer)) == (0.0 if p.has_carry else 1.0)
+
+
+def test_refill_reserve_is_deterministic_per_shard_and_travels_with_the_shard():
+    from pipeline.data import refill_rows
+
+    a, b = refill_rows(100, 0, 7, 12), refill_rows(100, 0, 7, 12)
+    assert (a == b).all() and len(set(a.tolist())) == 12  # without replacement when it fits
+    assert not (refill_rows(100, 0, 8, 12) == a).all() and not (refill_rows(100, 1, 7, 12) == a).all()
+    table = {"uid": [f"u{i}" for i in range(10)], "prompt_ids": [[i] for i in range(10)],
+             "gold": [str(i) for i in range(10)]}
+    shard = ShardPrompts(table, 2, 1, seed=0, shuffle=True, refill_per_shard=4)({"id": np.asarray([3])})["payload"][0]
+    assert len(shard.refill_prompt_ids) == 4
+    assert shard.refill_golds == [str(r) for r in refill_rows(10, 0, 3, 4)]
+    assert shard.refill_prompt_ids == [[int(g)] for g in shard.refill_golds]
