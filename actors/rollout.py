@@ -183,7 +183,8 @@ class RolloutWorker:
             rollout = self._rollout(shard)
             rollout.metrics.update(heldout)
             rollout.timings = {"weight_load_s": sync_s, "weight_wait_s": t1 - t0 - sync_s, "heldout_s": t2 - t1,
-                               "reward_s": self.reward_s, "rollout_s": time.perf_counter() - t2 - self.reward_s}
+                               "reward_s": self.reward_s, "rollout_s": time.perf_counter() - t2 - self.reward_s,
+                               "done_at": time.time()}
             out.append(rollout)
         return {"payload": object_column(out)}
 

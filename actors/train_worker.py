@@ -1,11 +1,9 @@
 """The Ray Train worker loop: a DeepSpeed engine per worker, fed by the rollout stream.
 
-Per step, each worker takes its shards of the step from the Ray Train dataset shard, then:
-old-policy log-probs and entropies (no grad) -> credit shaping over the worker's batch
-(EAPO or any registered algorithm) -> ``epochs_per_step`` passes of ``mini_batches_per_step``
-optimizer steps, each accumulated over micro-batches with DeepSpeed -> rank 0 publishes the new
-weights to the rollout engines, logs metrics and (every ``save_every`` steps) all ranks write a
-checkpoint.
+Per step, each worker takes its shards of the step from the Ray Train dataset shard, then the
+policy update (:mod:`actors.update`: credit shaping with EAPO or any registered algorithm, the loss,
+DeepSpeed optimizer steps over micro-batches) -> rank 0 publishes the new weights to the rollout
+engines, logs metrics and (every ``save_every`` steps) all ranks write a checkpoint.
 """
 from __future__ import annotations
 
@@ -14,12 +12,11 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from actors.checkpoint import load_trainer_state, save_checkpoint
 from actors.periodic_eval import evaluate_checkpoint
-from actors.policy_forward import old_policy_stats, token_logprobs_entropy
 from actors.reward import verdict_counts
+from actors.update import update
 from actors.weights import STORE_NAME, state_dict_for_publish
 from pipeline.batch import collate
 from pipeline.config import Config, shards_per_step
@@ -55,55 +52,6 @@ def build_engine(cfg: Config, model_path: str, micro: int, grad_accum: int):
     }
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     return engine
-
-
-def _all_reduce_sum(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def _local_grad_norm(engine) -> float:
-    """L2 norm of the (already all-reduced) gradients before clipping; ZeRO-0 keeps full grads."""
-    grads = [p.grad.detach().float() for p in engine.module.parameters() if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-
-
-def optimise(engine, algo, batch, old_lp, credit, cfg: Config, world: int) -> dict:
-    """``epochs_per_step`` x ``mini_batches_per_step`` optimizer steps on one worker's batch."""
-    from losses import Normalizer
-
-    t = cfg.trainer
-    mini = batch.size // t.mini_batches_per_step
-    micro = min(t.micro_batch_size, mini)
-    stats: dict[str, list[float]] = {"loss": [], "grad_norm": [], "clip_fraction": [], "approx_kl": []}
-    for _ in range(t.epochs_per_step):
-        for m0 in range(0, batch.size, mini):
-            rows = slice(m0, m0 + mini)
-            mask = batch.response_mask[rows]
-            tokens, seqs = _all_reduce_sum([float(mask.sum()), float(mask.any(-1).sum())])
-            norm = Normalizer(tokens, seqs, float(cfg.rollout.max_tokens), world, mini // micro)
-            loss_sum = 0.0
-            for u0 in range(m0, m0 + mini, micro):
-                sub = slice(u0, u0 + micro)
-                part = batch.rows(sub)
-                lp, ent = token_logprobs_entropy(engine.module, part, cfg.rollout.temperature,
-                                                 t.logprob_chunk_size)
-                out = algo.policy_loss(lp, old_lp[sub], credit[sub], part.response_mask, norm, entropy=ent)
-                engine.backward(out.loss)
-                if engine.is_gradient_accumulation_boundary():
-                    grad_norm = _local_grad_norm(engine)
-                engine.step()
-                loss_sum += out.metrics["pg_loss"]
-                stats["clip_fraction"].append(out.metrics["clip_fraction"])
-                stats["approx_kl"].append(out.metrics["approx_kl"])
-            stats["loss"].append(_all_reduce_sum([loss_sum])[0])
-            reported = engine.get_global_grad_norm()  # set by ZeRO-1/2/3 optimizers, None under ZeRO-0
-            stats["grad_norm"].append(float(reported) if reported is not None else grad_norm)
-    return {k: float(np.mean(v)) for k, v in stats.items()}
 
 
 def publish_weights(engine, version: int) -> float:
@@ -190,18 +138,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     stream = ray.train.get_dataset_shard("rollouts").iter_batches(
         batch_size=per_worker, batch_format="numpy", prefetch_batches=0)
     pad_id = loop_config["pad_id"]
-    t_prev = time.perf_counter()
-    for step, rows in zip(range(start_step, cfg.trainer.total_steps), stream):
+    torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))  # Ray would give a 1-CPU actor one thread
+    batches, log_s, t_prev = iter(stream), 0.0, time.perf_counter()
+    for step in range(start_step, cfg.trainer.total_steps):
+        t_wait = time.perf_counter()
+        rows = next(batches)
+        received, t_train = time.time(), time.perf_counter()
         shards = list(rows["payload"])
-        t_train = time.perf_counter()
         batch = collate(shards, pad_id)
-        old_lp, old_ent = old_policy_stats(engine.module, batch, micro, cfg.rollout.temperature,
-                                           cfg.trainer.logprob_chunk_size)
-        adv_tok = batch.advantages[:, None] * batch.response_mask
         algo.begin_step(step, cfg.trainer.total_steps)
-        credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
-        diag = algo.diagnostics(adv_tok, credit, old_ent, batch.response_mask, batch.group_ids)
-        opt_stats = optimise(engine, algo, batch, old_lp, credit, cfg, world)
+        result = update(engine, algo, batch, cfg, world, micro)
+        adv_tok = batch.advantages[:, None] * batch.response_mask
+        diag = algo.diagnostics(adv_tok, result.credit, result.entropy, batch.response_mask, batch.group_ids)
         train_s = time.perf_counter() - t_train
         publish_s = publish_weights(engine, step + 1)
         saved = (step + 1) % cfg.trainer.save_every == 0 or step + 1 == cfg.trainer.total_steps
@@ -216,14 +164,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "timing/reward_s": max(s.timings["reward_s"] for s in shards),
             "timing/weight_wait_s": max(s.timings["weight_wait_s"] for s in shards),
             "timing/heldout_s": max(s.timings["heldout_s"] for s in shards),
+            "timing/data_wait_s": t_train - t_wait,
+            "timing/handoff_s": received - max(s.timings["done_at"] for s in shards),
             "timing/train_s": train_s,
             "timing/weight_sync_s": publish_s + max(s.timings["weight_load_s"] for s in shards),
+            "timing/log_s": log_s,  # the previous step's logging and ray.train.report
             "timing/step_s": now - t_prev,
         }
         t_prev = now
-        metrics = {**step_metrics(shards, batch, old_lp, old_ent, diag, opt_stats, timings), **evaluation}
+        metrics = {**step_metrics(shards, batch, result.old_logprobs, result.entropy, diag, result.stats, timings),
+                   **evaluation}
         if logger is not None:
             logger.log(step + 1, metrics)
         ray.train.report({"step": step + 1, **{k: v for k, v in metrics.items() if k.startswith("reward/")}})
+        log_s = time.perf_counter() - now
     if logger is not None:
         logger.close()

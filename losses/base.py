@@ -35,6 +35,11 @@ class Algorithm:
     #: True when its config picks a baseline-free ``advantage_estimator`` (``reward``), so the pipeline
     #: reads it on the built instance: ``build_algorithm(cfg).requires_signed_rewards``.
     requires_signed_rewards: bool = False
+    #: True when ``shape_credit`` of a group's tokens depends only on that group (and per-response
+    #: statistics): credit can then be shaped per micro-batch of whole groups, from the entropies of the
+    #: training forward itself (no separate old-policy pass). False for batch-wide statistics (Forking's
+    #: global top-ρ entropy threshold).
+    credit_is_group_local: bool = True
 
     def __init__(self, config: AlgorithmConfig):
         self.config = config

@@ -92,6 +92,8 @@ class TrainerConfig:
     logprob_chunk_size: int = 1024
     save_every: int = 20
     keep_checkpoints: int = 2
+    is_correction: Any = "auto"
+    is_cap: float = 2.0
 
 
 @dataclass
@@ -187,6 +189,9 @@ def validate(c: Config) -> None:
     _require(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
     _require(c.trainer.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", "must be 0, 1, 2 or 3")
     _require(c.trainer.lr > 0, "trainer.lr", "must be > 0")
+    _require(c.trainer.is_correction in ("auto", True, False), "trainer.is_correction",
+             f"must be auto, true or false, got {c.trainer.is_correction!r}")
+    _require(c.trainer.is_cap > 0, "trainer.is_cap", f"must be > 0, got {c.trainer.is_cap}")
     _require(c.model.kind in ("tiny", "pretrained"), "model.kind", "must be 'tiny' or 'pretrained'")
     _require(c.model.kind == "tiny" or bool(c.model.path), "model.path", "required when model.kind=pretrained")
     _require(c.data.source in ("synthetic", "files"), "data.source", "must be 'synthetic' or 'files'")

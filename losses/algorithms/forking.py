@@ -101,6 +101,7 @@ class Forking(Algorithm):
     """
 
     Config = ForkingConfig
+    credit_is_group_local = False  # the top-ρ threshold is over the global mini-batch
     process_group = None  # the data-parallel group; None = the default (world) group
 
     def token_weights(self, advantages, entropy, old_logprobs, mask, group_ids) -> torch.Tensor:

@@ -2,6 +2,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 import losses
 from losses import build_algorithm, known_algorithms
@@ -134,3 +135,23 @@ def test_every_yaml_agrees_with_its_registry_base_keys_and_lists_every_key_with_
         for i, ln in enumerate(lines):
             if ln and not ln.startswith("#") and not ln.startswith("name:"):
                 assert lines[i - 1].startswith("# "), (path.stem, ln)
+
+
+def test_group_local_credit_is_the_same_shaped_per_chunk_of_whole_groups():
+    """``credit_is_group_local`` is what lets the trainer shape credit per micro-batch of whole groups."""
+    from tests.losses.conftest import make_batch
+
+    b = make_batch(seed=11, B=12, T=6, G=3)
+    chunks = [slice(0, 6), slice(6, 12)]  # two chunks of two groups each
+    for name in known_algorithms():
+        algo = build_algorithm({"name": name})
+        algo.begin_step(3, 10)
+        args = (b["advantages"], b["entropy"], b["old_logprobs"], b["mask"], b["group_ids"])
+        whole = algo.shape_credit(*args)
+        parts = [algo.shape_credit(*(a[c] for a in args)) for c in chunks]
+        same = all(torch.equal(torch.cat([getattr(p, f) for p in parts]), getattr(whole, f))
+                   for f in ("advantages", "token_weight"))
+        if algo.credit_is_group_local:
+            assert same, name
+        if name == "forking":
+            assert not same and not algo.credit_is_group_local

@@ -1,0 +1,148 @@
+"""One RL step's policy update on one worker's batch: credit shaping, loss, optimizer step(s).
+
+Two paths, the same gradient:
+
+* **fused** (one mini-batch, one epoch, group-local credit, micro-batches of whole groups): each
+  micro-batch is forwarded once, with grad. π_old is the policy being trained, so the ratio's
+  denominator is the detached current log-prob (ρ ≡ 1, ∇ρ = ∇log π: the gradient is unchanged) and the
+  credit is shaped from that forward's entropies (no grad flows through them). No separate pass.
+* **separate**: old-policy log-probs and entropies of the whole batch first (no grad), credit shaped
+  over the batch, then ``epochs_per_step`` × ``mini_batches_per_step`` optimizer steps.
+
+Both multiply each token's loss by the truncated importance weight min(π_old/μ, C) when the IS
+correction is on (``losses.is_correction``): μ is the rollout engine's behaviour policy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from actors.policy_forward import old_policy_stats, token_logprobs_entropy
+from losses import Credit, Normalizer
+from losses.is_correction import truncated_is_weights
+
+
+@dataclass
+class UpdateResult:
+    """What the step's metrics need: old log-probs, entropies and credit [B, T] of the whole batch."""
+
+    old_logprobs: torch.Tensor
+    entropy: torch.Tensor
+    credit: Credit
+    stats: dict[str, float]
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def local_grad_norm(engine) -> float:
+    """L2 norm of the (already all-reduced) gradients before clipping; ZeRO-0 keeps full grads."""
+    grads = [p.grad.detach().float() for p in engine.module.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+def is_correction_on(cfg) -> bool:
+    """``trainer.is_correction``: "auto" = on exactly when the rollout may lag (staleness > 0)."""
+    mode = cfg.trainer.is_correction
+    return cfg.rollout.staleness > 0 if mode == "auto" else bool(mode)
+
+
+def fused(cfg, algo, micro: int) -> bool:
+    """Whether the fused path gives the same gradient (see module docstring)."""
+    t = cfg.trainer
+    return (t.mini_batches_per_step == 1 and t.epochs_per_step == 1 and algo.credit_is_group_local
+            and micro % cfg.rollout.n == 0)
+
+
+class _Stats:
+    def __init__(self):
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, **kv: float) -> None:
+        for k, v in kv.items():
+            self.values.setdefault(k, []).append(v)
+
+    def means(self) -> dict[str, float]:
+        return {k: float(np.mean(v)) for k, v in self.values.items()}
+
+
+def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _Stats, logprobs=None, entropy=None):
+    """Loss of one micro-batch, backward and (at the accumulation boundary) the optimizer step."""
+    t = cfg.trainer
+    if logprobs is None:
+        logprobs, entropy = token_logprobs_entropy(engine.module, part, cfg.rollout.temperature, t.logprob_chunk_size)
+    if is_correction_on(cfg):
+        w, is_metrics = truncated_is_weights(old_lp, part.behaviour_logprobs, part.response_mask, t.is_cap)
+        credit = Credit(credit.advantages, credit.token_weight * w)
+        stats.add(**is_metrics)
+    out = algo.policy_loss(logprobs, old_lp, credit, part.response_mask, norm, entropy=entropy)
+    engine.backward(out.loss)
+    grad_norm = local_grad_norm(engine) if engine.is_gradient_accumulation_boundary() else None
+    engine.step()
+    stats.add(clip_fraction=out.metrics["clip_fraction"], approx_kl=out.metrics["approx_kl"])
+    return out.metrics["pg_loss"], grad_norm
+
+
+def _normalizer(batch_mask, cfg, world: int, grad_accum: int) -> Normalizer:
+    tokens, seqs = all_reduce_sum([float(batch_mask.sum()), float(batch_mask.any(-1).sum())])
+    return Normalizer(tokens, seqs, float(cfg.rollout.max_tokens), world, grad_accum)
+
+
+def _finish_optimizer_step(engine, stats: _Stats, loss_sum: float, grad_norm) -> None:
+    stats.add(loss=all_reduce_sum([loss_sum])[0])
+    reported = engine.get_global_grad_norm()  # set by ZeRO-1/2/3 optimizers, None under ZeRO-0
+    stats.add(grad_norm=float(reported) if reported is not None else grad_norm)
+
+
+def fused_update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResult:
+    """One optimizer step, one forward per micro-batch of whole groups (see module docstring)."""
+    stats, loss_sum, grad_norm = _Stats(), 0.0, None
+    norm = _normalizer(batch.response_mask, cfg, world, batch.size // micro)
+    parts: list[tuple] = []
+    for u0 in range(0, batch.size, micro):
+        part = batch.rows(slice(u0, u0 + micro))
+        lp, ent = token_logprobs_entropy(engine.module, part, cfg.rollout.temperature, cfg.trainer.logprob_chunk_size)
+        old_lp, old_ent = lp.detach(), ent.detach()
+        adv_tok = part.advantages[:, None] * part.response_mask
+        credit = algo.shape_credit(adv_tok, old_ent, old_lp, part.response_mask, part.group_ids)
+        pg, gn = _micro_loss(engine, algo, part, old_lp, credit, norm, cfg, stats, lp, ent)
+        loss_sum, grad_norm = loss_sum + pg, gn if gn is not None else grad_norm
+        parts.append((old_lp, old_ent, credit))
+    _finish_optimizer_step(engine, stats, loss_sum, grad_norm)
+    credit = Credit(torch.cat([p[2].advantages for p in parts]), torch.cat([p[2].token_weight for p in parts]))
+    return UpdateResult(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), credit, stats.means())
+
+
+def separate_update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResult:
+    """Old-policy pass, batch-wide credit, then epochs × mini-batches of optimizer steps."""
+    t = cfg.trainer
+    old_lp, old_ent = old_policy_stats(engine.module, batch, micro, cfg.rollout.temperature, t.logprob_chunk_size)
+    adv_tok = batch.advantages[:, None] * batch.response_mask
+    credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
+    mini = batch.size // t.mini_batches_per_step
+    stats = _Stats()
+    for _ in range(t.epochs_per_step):
+        for m0 in range(0, batch.size, mini):
+            norm = _normalizer(batch.response_mask[m0: m0 + mini], cfg, world, mini // micro)
+            loss_sum, grad_norm = 0.0, None
+            for u0 in range(m0, m0 + mini, micro):
+                sub = slice(u0, u0 + micro)
+                pg, gn = _micro_loss(engine, algo, batch.rows(sub), old_lp[sub], credit[sub], norm, cfg, stats)
+                loss_sum, grad_norm = loss_sum + pg, gn if gn is not None else grad_norm
+            _finish_optimizer_step(engine, stats, loss_sum, grad_norm)
+    return UpdateResult(old_lp, old_ent, credit, stats.means())
+
+
+def update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResult:
+    """The step's update by the fused path when it is exact, else the separate one."""
+    path = fused_update if fused(cfg, algo, micro) else separate_update
+    return path(engine, algo, batch, cfg, world, micro)
