@@ -5,6 +5,7 @@ endpoint, the model and the benchmarks. Config or endpoint problems end with one
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -21,6 +22,7 @@ def main(cfg: DictConfig) -> None:
     from evaluation.runner import evaluate
     from evaluation.sampler import EndpointError
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         results = evaluate(OmegaConf.to_container(cfg, resolve=True))
     except (EndpointError, ValueError) as exc:

@@ -123,6 +123,7 @@ def clean_error(status: int, raw: bytes, body: Any, kind: str, request_id: str) 
         msg = ""
     msg = re.split(r" \(Request ID: |, Internal exception: ", msg.removeprefix("Message: "))[0]
     msg = re.sub(r"^(\w+\.)*\w+(Error|Exception): ", "", msg).strip()
+    msg = "" if re.search(r'Traceback|File "|ray::|pid=|actor_id', msg) else msg  # never pass internals on
     loc = re.search(r"^Invalid request format: (.*) at \((.*)\)$", msg, re.S)
     keys = set(body) if isinstance(body, dict) else set()
     param = None

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
-import time
+import threading
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -41,12 +42,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(f"serve.run: {exc}")
     print(f"serving at {url}/v1 (models: GET {url}/v1/models, readiness: GET {url}/health)", flush=True)
     if opts["blocking"] in (None, True):
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            from ray import serve
-            serve.shutdown()
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # set after Ray/vLLM installed theirs
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        from ray import serve
+        serve.shutdown()
 
 
 if __name__ == "__main__":
