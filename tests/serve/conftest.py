@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny local checkpoints, a training run to follow, one real Ray Serve app per session."""
+"""Shared fixtures: tiny local checkpoints, a training run to follow, one real Ray Serve app per test module."""
 import os
 import shutil
 import socket
@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory, tiny_checkpoints):
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(tiny_checkpoints, run_dir):
     """Ray Serve LLM on a local 4-CPU Ray cluster: model ``tiny-a`` and model ``live`` following ``run_dir``.
 
