@@ -1,4 +1,5 @@
-"""Concurrent sampling from an OpenAI-compatible endpoint with retries and a resumable disk cache."""
+"""Concurrent sampling from an OpenAI-compatible endpoint: retries, a resumable disk cache, and
+``max_tokens`` fitted to the model's context per prompt (prompts that cannot fit are skipped, not fatal)."""
 from __future__ import annotations
 
 import asyncio
@@ -6,12 +7,18 @@ import hashlib
 import json
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.benchmarks import Problem
 from evaluation.config import EvalConfig
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+FATAL_STATUS = {401, 403, 404}
+
+
+class EndpointError(RuntimeError):
+    """The endpoint cannot serve this evaluation at all (down, wrong key, unknown model); one line."""
 
 
 class ResponseCache:
@@ -40,73 +47,131 @@ class ResponseCache:
         self._file.close()
 
 
+@dataclass
+class Skipped:
+    """Problems left out of the scores, by reason, with the first server message of each reason."""
+
+    too_long: set[str] = field(default_factory=set)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
 def request_key(cfg: EvalConfig, prompt: str, n: int) -> str:
     """Identity of a sampling request (independent of endpoint URL, so a moved server resumes)."""
     ident = [cfg.model, cfg.api, prompt, n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
 
 
+def base_url(endpoint: str) -> str:
+    base = endpoint.rstrip("/")
+    return base if base.endswith("/v1") else base + "/v1"
+
+
 def make_client(cfg: EvalConfig):
     """An ``openai.AsyncOpenAI`` client for the endpoint (retries are ours, not the client's)."""
     import openai
 
-    base = cfg.endpoint.rstrip("/")
-    base = base if base.endswith("/v1") else base + "/v1"
     key = cfg.api_key or os.environ.get("EAPO_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    return openai.AsyncOpenAI(base_url=base, api_key=key, max_retries=0, timeout=cfg.request_timeout_s)
+    return openai.AsyncOpenAI(base_url=base_url(cfg.endpoint), api_key=key, max_retries=0,
+                              timeout=cfg.request_timeout_s)
 
 
-def _is_retryable(exc: Exception) -> bool:
+async def context_length(client, cfg: EvalConfig) -> int | None:
+    """The served model's context length (None if the server does not say); ``EndpointError`` if unusable."""
     import openai
 
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
-        return True
-    return isinstance(exc, openai.APIStatusError) and exc.status_code in RETRYABLE_STATUS
+    url = base_url(cfg.endpoint)
+    try:
+        models = await client.with_options(timeout=min(cfg.request_timeout_s, 30.0), max_retries=2).models.list()
+    except openai.APIConnectionError as exc:
+        raise EndpointError(f"cannot reach the endpoint {url} ({exc.__cause__ or exc}); is the server running?") from None
+    except openai.APIStatusError as exc:
+        raise EndpointError(f"the endpoint {url} answered GET /models with HTTP {exc.status_code}"
+                            + (" (wrong or missing api_key)" if exc.status_code == 401 else "")) from None
+    card = next((m for m in models.data if m.id == cfg.model), None)
+    if card is None:
+        raise EndpointError(f"the endpoint {url} does not serve model {cfg.model!r}; it serves "
+                            f"{[m.id for m in models.data]}")
+    extra = card.model_extra or {}
+    value = extra.get("max_model_len") or (extra.get("metadata") or {}).get("max_request_context_length")
+    return int(value) if value else None
 
 
-async def _request(client, cfg: EvalConfig, prompt: str, n: int) -> list[str]:
-    common = dict(model=cfg.model, n=n, temperature=cfg.temperature, top_p=cfg.top_p,
-                  max_tokens=cfg.max_tokens, seed=cfg.seed)
+async def _request(client, cfg: EvalConfig, prompt: str, n: int, max_tokens: int, **overrides) -> tuple[list[str], int]:
+    """(texts, prompt tokens) of one sampling request."""
+    common = dict(model=cfg.model, n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max_tokens,
+                  seed=cfg.seed) | overrides
     if cfg.api == "chat":
         resp = await client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **common)
-        return [c.message.content or "" for c in resp.choices]
-    resp = await client.completions.create(prompt=prompt, **common)
-    return [c.text for c in resp.choices]
+        texts = [c.message.content or "" for c in resp.choices]
+    else:
+        resp = await client.completions.create(prompt=prompt, **common)
+        texts = [c.text for c in resp.choices]
+    return texts, (resp.usage.prompt_tokens if resp.usage else 0)
 
 
-async def _request_with_retries(client, cfg: EvalConfig, problem: Problem, n: int) -> list[str]:
+async def _with_retries(cfg: EvalConfig, problem: Problem, call):
+    """``await call()`` with retries of transient failures; a 4xx other than 401/403/404 returns its message."""
+    import openai
+
     for attempt in range(cfg.max_retries + 1):
         try:
-            texts = await _request(client, cfg, problem.prompt, n)
-            if len(texts) != n:
-                raise RuntimeError(f"{problem.id}: endpoint returned {len(texts)} choices, expected n={n}")
-            return texts
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if attempt == cfg.max_retries or not _is_retryable(exc):
-                raise RuntimeError(f"request for {problem.id} failed: {exc}") from exc
-            await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+            return await call()
+        except openai.APIStatusError as exc:
+            if exc.status_code in FATAL_STATUS:
+                raise EndpointError(f"{base_url(cfg.endpoint)} refused {problem.id} with HTTP {exc.status_code}: "
+                                    f"{exc.message}") from None
+            if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
+                return str(exc.message)
+            error = exc
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            error = exc
+        if attempt == cfg.max_retries:
+            raise EndpointError(f"request for {problem.id} to {base_url(cfg.endpoint)} failed after "
+                                f"{cfg.max_retries} retries: {error}") from None
+        await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt) * (0.5 + random.random()))
+
+
+async def _fitted_max_tokens(client, cfg: EvalConfig, problem: Problem, context: int | None):
+    """``cfg.max_tokens`` capped to what fits after the prompt; None if nothing fits; a str if rejected."""
+    if context is None or len(problem.prompt.encode()) + 64 + cfg.max_tokens <= context:
+        return cfg.max_tokens  # a token is at least a byte: fits whatever the tokenizer and template
+    probe = await _with_retries(cfg, problem, lambda: _request(client, cfg, problem.prompt, 1, 1, temperature=0.0))
+    if isinstance(probe, str):
+        return None if "context" in probe.lower() or "too long" in probe.lower() else probe
+    room = context - probe[1]
+    return min(cfg.max_tokens, room) if room >= 1 else None
 
 
 async def sample_all(cfg: EvalConfig, jobs: list[tuple[Problem, int]], cache: ResponseCache,
-                     progress=None) -> list[list[str]]:
-    """Texts for each ``(problem, n)`` job, from the cache or the endpoint (``cfg.concurrency`` in flight)."""
+                     progress=None) -> tuple[list[list[str] | None], Skipped]:
+    """Texts for each ``(problem, n)`` job (None: skipped, see ``Skipped``), ``cfg.concurrency`` in flight."""
     client = make_client(cfg)
     sem = asyncio.Semaphore(cfg.concurrency)
+    skipped = Skipped()
 
-    async def one(problem: Problem, n: int) -> list[str]:
+    async def one(problem: Problem, n: int) -> list[str] | None:
         key = request_key(cfg, problem.prompt, n)
-        if key in cache.entries:
-            texts = cache.entries[key]
-        else:
+        texts = cache.entries.get(key)
+        if texts is None:
             async with sem:
-                texts = await _request_with_retries(client, cfg, problem, n)
-            cache.put(key, problem.id, texts)
+                max_tokens = await _fitted_max_tokens(client, cfg, problem, context)
+                out = max_tokens if not isinstance(max_tokens, int) else await _with_retries(
+                    cfg, problem, lambda: _request(client, cfg, problem.prompt, n, max_tokens))
+            if out is None:
+                skipped.too_long.add(problem.id)
+            elif isinstance(out, str):
+                skipped.rejected[problem.id] = out
+            else:
+                texts = out[0]
+                if len(texts) != n:
+                    raise EndpointError(f"{problem.id}: the endpoint returned {len(texts)} choices, expected n={n}")
+                cache.put(key, problem.id, texts)
         if progress is not None:
             progress.update(1)
         return texts
 
     try:
-        return await asyncio.gather(*(one(p, n) for p, n in jobs))
+        context = await context_length(client, cfg)
+        return list(await asyncio.gather(*(one(p, n) for p, n in jobs))), skipped
     finally:
         await client.close()

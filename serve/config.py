@@ -1,4 +1,4 @@
-"""Typed configuration of the serving deployment (mirrors configs/serve/serve.yaml)."""
+"""Typed configuration of the server (mirrors configs/serve/serve.yaml); unknown or invalid fields fail by name."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 @dataclass
 class AutoscalingConfig:
-    """Replica autoscaling of the model deployment (Ray Serve ``autoscaling_config``)."""
+    """Replicas per model (Ray Serve ``autoscaling_config``)."""
 
     min_replicas: int = 1
     max_replicas: int = 1
@@ -17,75 +17,93 @@ class AutoscalingConfig:
 
 
 @dataclass
-class EngineConfig:
-    """vLLM engine settings used for every checkpoint."""
+class LimitsConfig:
+    """What one request may ask for; larger requests get a 4xx before any work."""
 
-    dtype: str = "float32"              # bf16 is ~80x slower on CPU
-    max_model_len: int | None = None    # default: the checkpoint's max_position_embeddings
-    enforce_eager: bool = True
-    seed: int = 0
-    kv_cache_space_gb: int = 1          # VLLM_CPU_KVCACHE_SPACE (CPU backend)
-    gpu_memory_utilization: float = 0.85
-    max_num_seqs: int = 64
+    max_body_bytes: int = 1 << 20
+    max_sequences: int = 128       # prompts x n
+    max_tokens: int = 4096
+
+
+@dataclass
+class HealthConfig:
+    """Serve replaces a replica whose engine is dead or does not answer within ``probe_timeout_s``."""
+
+    period_s: float = 10.0
+    probe_timeout_s: float = 30.0
 
 
 @dataclass
 class ServeConfig:
-    """What to serve and how: checkpoints by model id, HTTP binding, limits, autoscaling."""
+    """What to serve (checkpoints, a training run to follow) and how (binding, resources, limits)."""
 
-    checkpoint: str | None = None       # a single HF checkpoint dir (served as `model_name`)
-    model_name: str | None = None       # default: the checkpoint folder's name
-    checkpoints: dict[str, str] = field(default_factory=dict)  # more models: id -> dir
+    checkpoint: str | None = None
+    model_name: str | None = None                    # default: the checkpoint folder's name
+    checkpoints: dict[str, str] | None = None        # more models: id -> dir
+    follow: str | None = None                        # a training run_dir: serve its newest checkpoint live
+    follow_name: str = "policy"
+    follow_poll_s: float = 10.0
     host: str = "127.0.0.1"
     port: int = 8000
-    route_prefix: str = "/"
     app_name: str = "eapo-llm"
-    api_key: str | None = None          # Bearer token; also env EAPO_API_KEY
-    max_tokens_limit: int = 4096
-    max_n: int = 64
-    max_logprobs: int = 20
-    max_models_per_replica: int = 2
-    replica_num_cpus: float = 0.5
-    ingress_num_cpus: float = 0.25
+    api_key: str | None = None                       # or env EAPO_API_KEY
+    device: str = "cpu"                              # cpu | gpu
+    replica_cpus: float = 0.5
+    ingress_cpus: float = 0.25
     max_ongoing_requests: int = 64
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    engine: dict[str, Any] = field(default_factory=dict)  # vLLM AsyncEngineArgs, passed through
 
     def models(self) -> dict[str, str]:
-        """Model id -> absolute checkpoint dir (``checkpoint`` plus ``checkpoints``)."""
-        out = {}
+        """Static models: id -> absolute checkpoint dir (``checkpoint`` plus ``checkpoints``)."""
+        out = dict(self.checkpoints or {})
         if self.checkpoint:
-            name = self.model_name or os.path.basename(os.path.normpath(self.checkpoint))
-            out[name] = self.checkpoint
-        out.update(self.checkpoints)
+            out[self.model_name or os.path.basename(os.path.normpath(self.checkpoint))] = self.checkpoint
         for name, path in out.items():
-            if not os.path.isfile(os.path.join(path, "config.json")):
+            if not os.path.isfile(os.path.join(str(path), "config.json")):
                 raise ValueError(f"serve config: checkpoint for model {name!r} at {path!r} has no config.json")
-        if not out:
-            raise ValueError("serve config: set 'checkpoint=<dir>' or 'checkpoints={id: dir}'")
+        if self.follow and self.follow_name in out:
+            raise ValueError(f"serve config: follow_name {self.follow_name!r} is also a checkpoint's model name")
+        if not out and not self.follow:
+            raise ValueError("serve config: set 'checkpoint=<dir>', '++checkpoints={id: dir}' or 'follow=<run_dir>'")
         return {k: os.path.abspath(v) for k, v in out.items()}
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get("EAPO_API_KEY") or None
 
+    def validate(self) -> "ServeConfig":
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"serve config: field 'device' must be 'cpu' or 'gpu', got {self.device!r}")
+        for name, value in dataclasses.asdict(self.limits).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"serve config: field 'limits.{name}' must be a positive integer, got {value!r}")
+        if self.health.probe_timeout_s <= 0 or self.health.period_s <= 0 or self.follow_poll_s <= 0:
+            raise ValueError("serve config: fields 'health.*' and 'follow_poll_s' must be positive")
+        return self
+
+
+_SECTIONS = {"autoscaling": AutoscalingConfig, "limits": LimitsConfig, "health": HealthConfig}
+
 
 def _build(cls, data: Mapping[str, Any], where: str):
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"serve config: unknown field(s) {unknown} in {where}")
     kwargs = {}
     for key, value in data.items():
-        sub = {"autoscaling": AutoscalingConfig, "engine": EngineConfig}.get(key) if cls is ServeConfig else None
+        sub = _SECTIONS.get(key) if cls is ServeConfig else None
         kwargs[key] = _build(sub, value or {}, f"{where}.{key}") if sub else value
     return cls(**kwargs)
 
 
 def to_serve_config(cfg: Any) -> ServeConfig:
-    """Build a ``ServeConfig`` from a dataclass, dict or DictConfig (unknown keys rejected)."""
+    """A validated ``ServeConfig`` from a dataclass, dict or DictConfig."""
     if isinstance(cfg, ServeConfig):
-        return cfg
+        return cfg.validate()
     if not isinstance(cfg, Mapping) or type(cfg).__name__ == "DictConfig":
         from omegaconf import OmegaConf
         cfg = OmegaConf.to_container(cfg, resolve=True)
-    return _build(ServeConfig, dict(cfg), "serve")
+    return _build(ServeConfig, dict(cfg), "serve").validate()

@@ -1,8 +1,10 @@
-"""CLI: ``python -m serve.run checkpoint=<dir>`` starts the OpenAI-compatible server (Hydra config in configs/serve)."""
+"""CLI: ``python -m serve.run checkpoint=<dir>`` (or ``follow=<run_dir>``) serves the OpenAI API (configs/serve)."""
 from __future__ import annotations
 
 import os
-import time
+import signal
+import sys
+import threading
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -11,8 +13,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 RUN_ONLY_KEYS = ("ray_address", "blocking")
 
 
-def start(cfg, ray_address: str | None = None, num_cpus: float | None = None) -> str:
-    """Start Ray (if needed) and Serve, deploy the app; return the base URL."""
+def start(cfg, ray_address: str | None = None) -> str:
+    """Start Ray (if needed) and Serve, deploy the app and wait until every model answered; return the URL."""
     import ray
     from ray import serve
 
@@ -20,10 +22,12 @@ def start(cfg, ray_address: str | None = None, num_cpus: float | None = None) ->
     from serve.config import to_serve_config
 
     cfg = to_serve_config(cfg)
+    cfg.models()  # config errors surface before Ray starts
     if not ray.is_initialized():
-        ray.init(address=ray_address, num_cpus=num_cpus, include_dashboard=False)
+        ray.init(address=ray_address, include_dashboard=False)
+    app = build_app(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix)
+    serve.run(app, name=cfg.app_name, route_prefix="/")
     return f"http://{cfg.host}:{cfg.port}"
 
 
@@ -31,18 +35,19 @@ def start(cfg, ray_address: str | None = None, num_cpus: float | None = None) ->
 def main(cfg: DictConfig) -> None:
     """Deploy and, when ``blocking``, keep serving until interrupted."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    run_opts = {k: data.pop(k, None) for k in RUN_ONLY_KEYS}
-    url = start(data, ray_address=run_opts["ray_address"])
-    from serve.config import to_serve_config
-
-    print(f"serving {sorted(to_serve_config(data).models())} at {url}/v1", flush=True)
-    if run_opts["blocking"] in (None, True):
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            from ray import serve
-            serve.shutdown()
+    opts = {k: data.pop(k, None) for k in RUN_ONLY_KEYS}
+    try:
+        url = start(data, ray_address=opts["ray_address"])
+    except ValueError as exc:
+        sys.exit(f"serve.run: {exc}")
+    print(f"serving at {url}/v1 (models: GET {url}/v1/models, readiness: GET {url}/health)", flush=True)
+    if opts["blocking"] in (None, True):
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # set after Ray/vLLM installed theirs
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        from ray import serve
+        serve.shutdown()
 
 
 if __name__ == "__main__":

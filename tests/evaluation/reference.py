@@ -1,4 +1,4 @@
-"""Reference responses built from benchmark solutions (shared by the verifier tests and serve.bench)."""
+"""Reference responses built from benchmark solutions (shared by the verifier tests)."""
 from __future__ import annotations
 
 from evaluation.benchmarks import Problem, load_benchmark

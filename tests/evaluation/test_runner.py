@@ -1,4 +1,5 @@
-"""Evaluation runner against a fake OpenAI-compatible server (retries, cache/resume, outputs)."""
+"""Evaluation runner against a fake OpenAI-compatible server that fails on purpose (retries, cache/resume,
+outputs), and against an endpoint that is down. The real server is exercised in tests/serve."""
 import json
 import socket
 import threading
@@ -6,8 +7,11 @@ import time
 
 import pytest
 
+from tests.conftest import REPO
+
 from evaluation.benchmarks import load_benchmark
-from evaluation.runner import evaluate
+from evaluation.runner import default_output_dir, evaluate
+from evaluation.sampler import EndpointError
 
 
 class FakeServer:
@@ -19,6 +23,10 @@ class FakeServer:
 
         self.golds, self.calls, self.seen = golds, 0, set()
         app = FastAPI()
+
+        @app.get("/v1/models")
+        async def models():
+            return {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "x", "created": 0}]}
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
@@ -84,3 +92,33 @@ def test_bad_config_names_field():
         evaluate({"model": "m", "benchmarks": ["aime24"], "k": 4, "n": 2})
     with pytest.raises(ValueError, match="unknown field"):
         evaluate({"model": "m", "bogus": 1})
+
+
+def test_unreachable_endpoint_is_one_line_naming_the_url(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(EndpointError) as info:
+        evaluate({"endpoint": url, "model": "m", "benchmarks": ["aime24"], "limit": 1, "output_dir": str(tmp_path)})
+    assert f"{url}/v1" in str(info.value) and "\n" not in str(info.value)
+
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "evaluation.run", f"endpoint={url}", "model=m", "benchmarks=[aime24]",
+                          "limit=1", f"output_dir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"evaluation: cannot reach the endpoint {url}/v1")
+    assert not (tmp_path / ".hydra").exists() and not list(tmp_path.glob("*.log"))
+
+
+def test_default_output_dir_is_stable_per_endpoint_model_benchmarks():
+    from evaluation.config import to_eval_config
+
+    base = {"model": "m/x", "benchmarks": ["aime24"]}
+    a = default_output_dir(to_eval_config({**base, "endpoint": "http://h:1/", "seed": 3}))
+    assert a == default_output_dir(to_eval_config({**base, "endpoint": "http://h:1/v1"}))
+    assert a != default_output_dir(to_eval_config({**base, "endpoint": "http://h:2"}))
+    assert a != default_output_dir(to_eval_config({**base, "benchmarks": ["amc23"]}))
+    assert a.parent.name == "eval_results" and a.name.startswith("m_x-")

