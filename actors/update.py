@@ -2,6 +2,9 @@
 
 Two paths, the same gradient:
 
+The training forward encodes each group's prompt once for its G responses
+(``actors.policy_forward.shared_prompt_logprobs_entropy``).
+
 * **fused** (one mini-batch, one epoch, group-local credit, micro-batches of whole groups): each
   micro-batch is forwarded once, with grad. π_old is the policy being trained, so the ratio's
   denominator is the detached current log-prob (ρ ≡ 1, ∇ρ = ∇log π: the gradient is unchanged) and the
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from actors.policy_forward import old_policy_stats, token_logprobs_entropy
+from actors.policy_forward import old_policy_stats, policy_logprobs_entropy
 from losses import Credit, Normalizer
 from losses.is_correction import truncated_is_weights
 
@@ -79,7 +82,8 @@ def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _S
     """Loss of one micro-batch, backward and (at the accumulation boundary) the optimizer step."""
     t = cfg.trainer
     if logprobs is None:
-        logprobs, entropy = token_logprobs_entropy(engine.module, part, cfg.rollout.temperature, t.logprob_chunk_size)
+        logprobs, entropy = policy_logprobs_entropy(engine.module, part, cfg.rollout.n, cfg.rollout.temperature,
+                                                    t.logprob_chunk_size)
     if is_correction_on(cfg):
         w, is_metrics = truncated_is_weights(old_lp, part.behaviour_logprobs, part.response_mask, t.is_cap)
         credit = Credit(credit.advantages, credit.token_weight * w)
@@ -110,7 +114,8 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResu
     parts: list[tuple] = []
     for u0 in range(0, batch.size, micro):
         part = batch.rows(slice(u0, u0 + micro))
-        lp, ent = token_logprobs_entropy(engine.module, part, cfg.rollout.temperature, cfg.trainer.logprob_chunk_size)
+        lp, ent = policy_logprobs_entropy(engine.module, part, cfg.rollout.n, cfg.rollout.temperature,
+                                          cfg.trainer.logprob_chunk_size)
         old_lp, old_ent = lp.detach(), ent.detach()
         adv_tok = part.advantages[:, None] * part.response_mask
         credit = algo.shape_credit(adv_tok, old_ent, old_lp, part.response_mask, part.group_ids)
@@ -125,7 +130,8 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResu
 def separate_update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResult:
     """Old-policy pass, batch-wide credit, then epochs × mini-batches of optimizer steps."""
     t = cfg.trainer
-    old_lp, old_ent = old_policy_stats(engine.module, batch, micro, cfg.rollout.temperature, t.logprob_chunk_size)
+    old_lp, old_ent = old_policy_stats(engine.module, batch, micro, cfg.rollout.temperature, t.logprob_chunk_size,
+                                       cfg.rollout.n)
     adv_tok = batch.advantages[:, None] * batch.response_mask
     credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
     mini = batch.size // t.mini_batches_per_step

@@ -68,7 +68,9 @@ class TrainBatch:
     response_mask [B, T] float (1 where labels[b, t] is a response token of a trained response; rows
     that dynamic sampling filtered out are all 0), advantages [B] float,
     rewards [B] float, group_ids [B] long (unique per prompt across the batch),
-    behaviour_logprobs [B, T] float (rollout engine's log-probs, 0 outside responses).
+    behaviour_logprobs [B, T] float (rollout engine's log-probs, 0 outside responses),
+    prompt_lengths [B] long (row b's prompt is input_ids[b, :prompt_lengths[b]]; the rows of a group
+    are consecutive and share their prompt).
     """
 
     input_ids: "object"
@@ -79,6 +81,7 @@ class TrainBatch:
     rewards: "object"
     group_ids: "object"
     behaviour_logprobs: "object"
+    prompt_lengths: "object"
 
     def rows(self, index) -> "TrainBatch":
         """The sub-batch of the given row indices (a slice or index tensor)."""
@@ -127,4 +130,5 @@ def collate(shards: list[RolloutShard], pad_id: int) -> TrainBatch:
         input_ids=ids, attention_mask=attn, labels=ids[:, 1:].clone(), response_mask=resp_mask,
         advantages=torch.from_numpy(np.concatenate(adv)), rewards=torch.from_numpy(np.concatenate(rew)),
         group_ids=torch.tensor(groups, dtype=torch.long), behaviour_logprobs=beh,
+        prompt_lengths=torch.tensor(resp_starts, dtype=torch.long),
     )

@@ -73,6 +73,7 @@ class RolloutConfig:
     reward_correct: float = 1.0
     reward_wrong: float = 0.0
     verifier_timeout_s: float = 5.0
+    stream_poll_s: float = 0.02
 
 
 @dataclass
@@ -187,6 +188,7 @@ def validate(c: Config) -> None:
     _require(c.rollout.staleness >= 0, "rollout.staleness", f"must be >= 0, got {c.rollout.staleness}")
     _require(c.rollout.temperature > 0, "rollout.temperature", "must be > 0 (the loss divides logits by it)")
     _require(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+    _require(0 < c.rollout.stream_poll_s <= 1, "rollout.stream_poll_s", f"must be in (0, 1], got {c.rollout.stream_poll_s}")
     _require(c.trainer.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", "must be 0, 1, 2 or 3")
     _require(c.trainer.lr > 0, "trainer.lr", "must be > 0")
     _require(c.trainer.is_correction in ("auto", True, False), "trainer.is_correction",
