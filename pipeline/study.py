@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ class StudyConfig:
     max_concurrent: int = 1
     address: Optional[str] = None
     run_timeout_s: float = 7200.0
+    fresh_cache: bool = False
 
 
 @dataclass
@@ -108,6 +110,16 @@ def _mark_started(run: Run) -> None:
         json.dump({"args": run.args}, f)
 
 
+def cache_env(c: StudyConfig, run: Run) -> dict:
+    """``EAPO_CACHE_DIR`` for the run: a new empty ``<run_dir>/cache`` with ``fresh_cache`` (each run
+    builds its own warm start, as on a fresh machine), else inherited."""
+    if not c.fresh_cache:
+        return {}
+    path = os.path.join(run.run_dir, "cache")
+    shutil.rmtree(path, ignore_errors=True)
+    return {"EAPO_CACHE_DIR": path}
+
+
 class LocalLauncher:
     """Runs as subprocesses of this command; output to ``<run_dir>/job.log``."""
 
@@ -117,7 +129,8 @@ class LocalLauncher:
     def start(self, run: Run):
         log = open(os.path.join(run.run_dir, "job.log"), "w")
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.run", *run.args], cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **cache_env(self.c, run)})
         return proc, log
 
     def poll(self, handle) -> Optional[bool]:
@@ -150,11 +163,13 @@ class RayJobsLauncher:
     def __init__(self, c: StudyConfig):
         from ray.job_submission import JobSubmissionClient
 
+        self.c = c
         self.client = JobSubmissionClient(c.address or os.environ.get("RAY_ADDRESS"))
 
     def start(self, run: Run):
         entry = shlex.join(["python", "-m", "pipeline.run", *run.args])
-        env = {"working_dir": REPO, "excludes": ["/runs/", "/outputs/", ".git/", "*.pyc"]}
+        env = {"working_dir": REPO, "excludes": ["/runs/", "/outputs/", ".git/", "*.pyc"],
+               "env_vars": cache_env(self.c, run)}
         return run, self.client.submit_job(entrypoint=entry, runtime_env=env)
 
     def poll(self, handle) -> Optional[bool]:

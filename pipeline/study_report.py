@@ -90,6 +90,12 @@ def markdown(agg: dict, seeds: list[int]) -> str:
                  _pm(a.get("heldout_gain"), 100), _pm(a.get("final_reward"), 1, 3), _pm(a.get("final_entropy"), 1, 3)]
         cells += [_pm(a.get(f"signal_share/{q}"), 1, 2) for q in QUADS] + [_pm(a.get("zero_token_share"), 1, 2)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| algorithm | seed | held-out before (%) | held-out after (%) | gain (points) | "
+              f"reward (last {LAST}) | steps | wall (s) |", "|---|---|---|---|---|---|---|---|"]
+    for algo, a in agg.items():
+        for r in a["runs"]:
+            lines.append(f"| {algo} | {r['seed']} | {100 * r['heldout_before']:.1f} | {100 * r['heldout_after']:.1f} | "
+                         f"{100 * r['heldout_gain']:+.1f} | {r['final_reward']:.3f} | {r['steps']} | {r['wall_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -83,6 +83,7 @@ def test_report_numbers_match_hand_computation(tmp_path):
     assert res["dapo"]["runs"] == []
     md = (tmp_path / "study.md").read_text()
     assert "| eapo | 2/2 | 25.0 ± 7.1 | 75.0 ± 21.2 | 50.0 ± 28.3 |" in md and "| dapo | 0/2 | – |" in md
+    assert f"| eapo | 0 | 20.0 | 90.0 | +70.0 | {np.mean(r0[-LAST:]):.3f} | 20 | 10 |" in md
     for key in ("plot", "quadrants"):
         assert (tmp_path / paths[key].split("/")[-1]).stat().st_size > 10_000
 
