@@ -98,8 +98,11 @@ def rollout_metrics(shards) -> dict:
 def step_metrics(shards, batch, old_lp, old_entropy, diag, opt_stats, timings) -> dict:
     """Scalars logged for one step (see README, "Metrics").
 
-    ``rollout/logprob_gap`` = mean |log π_vLLM − log π_trainer| over trained response tokens: ~0 when
-    the engine sampled with the weights the trainer holds (on-policy), larger with staleness.
+    ``rollout/logprob_gap`` = mean |log μ(o_t) − log π_old(o_t)| over trained response tokens, where μ is
+    the distribution the engine sampled from (its weights, temperature and top-p truncation: vLLM's
+    processed log-probs) and π_old the trainer's full temperature-scaled softmax with the weights it is
+    about to update: ~1e-7 on-policy with top-p = 1; with staleness, or top-p < 1, it measures the
+    off-policyness the IS correction (``is/*``) compensates.
     """
     mask = batch.response_mask
     gap = ((batch.behaviour_logprobs - old_lp).abs() * mask).sum() / mask.sum().clamp(min=1)

@@ -14,6 +14,12 @@ The training forward encodes each group's prompt once for its G responses
 
 Both multiply each token's loss by the truncated importance weight min(π_old/μ, C) when the IS
 correction is on (``losses.is_correction``): μ is the rollout engine's behaviour policy.
+
+Entropies for credit shaping (EAPO, quadrants, Forking) are those of π_old, the weights being
+updated. Under staleness k they are k updates newer than the sampler's: the engine returns only the
+sampled token's log-prob, and the full-vocabulary entropy of μ would cost a V-wide output per token.
+The IS weight corrects the gradient for the lag; the entropy *ranking* within a group, which is what
+the credit uses, moves little in k updates.
 """
 from __future__ import annotations
 
