@@ -52,8 +52,10 @@ def test_loop_learns_then_resumes_exactly(tmp_path):
         assert abs(total - (0.0 if r["quadrant/zero/token_share"] == 1.0 else 1.0)) < 1e-6
     # held-out greedy accuracy measured by the rollout engine every heldout.every=10 steps
     assert [r["heldout/weight_version"] for r in rows if "heldout/accuracy" in r] == [0, 10, 20]
-    # learning happens: reward of the last third beats the first third
-    assert mean([r["reward/mean"] for r in rows[-10:]]) > mean([r["reward/mean"] for r in rows[:10]]) + 0.05
+    # learning happens (margins hold on seeds 0-4 of the default job, measured from fresh caches: held-out
+    # gain after 30 updates +27..+60 points, training reward of steps 21-30 above steps 1-10 by +0.04..+0.17)
+    assert first["heldout_accuracy_after"] >= first["heldout_accuracy_before"] + 0.15
+    assert mean([r["reward/mean"] for r in rows[-10:]]) > mean([r["reward/mean"] for r in rows[:10]])
     # on-policy: the rollout engine's log-probs match the trainer's, so the weights did reach vLLM
     assert max(r["rollout/logprob_gap"] for r in rows) < 1e-2
     assert first["steps"] == 30 and first["heldout_size"] == 200
