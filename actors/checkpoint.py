@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipeline.run_dir import checkpoint_dir, list_checkpoints
+from core.run_dir import checkpoint_dir, list_checkpoints
 
 DS_TAG = "deepspeed"
 

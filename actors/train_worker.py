@@ -18,8 +18,8 @@ from actors.periodic_eval import evaluate_checkpoint
 from actors.reward import verdict_counts
 from actors.update import update
 from actors.weights import STORE_NAME, state_dict_for_publish
-from pipeline.batch import collate
-from pipeline.config import Config, shards_per_step
+from core.batch import collate
+from core.config import Config, shards_per_step
 
 
 def _disable_deepspeed_shm_op() -> None:

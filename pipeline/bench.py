@@ -45,7 +45,7 @@ def bench(cfg, settings: list[int], warmup: int) -> list[dict]:
     from actors.weights import get_or_create_store
     from pipeline.data import prompt_table, read_prompts
     from pipeline.run import train
-    from pipeline.run_dir import read_metrics
+    from core.run_dir import read_metrics
     from pipeline.setup import init_ray, prepare_policy, prepare_source
 
     init_path, tokenizer = prepare_policy(cfg)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.batch import PromptShard, object_column
+from core.batch import PromptShard, object_column
 
 
 class DataError(ValueError):

@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 from pipeline import config as config_mod
 from pipeline.config import Config, shards_per_step
 from pipeline.report import heldout_curve, plot_training_curves
-from pipeline.run_dir import latest_checkpoint, make_logger_factory, read_metrics, truncate_metrics
-from pipeline.setup import (engine_kwargs, heldout_set, init_ray, prepare_policy, prepare_source,
+from core.engine import engine_kwargs
+from core.run_dir import latest_checkpoint, make_logger_factory, read_metrics, truncate_metrics
+from pipeline.setup import (heldout_set, init_ray, prepare_policy, prepare_source,
                             say)
 
 

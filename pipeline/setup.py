@@ -9,7 +9,8 @@ import hashlib
 import json
 import os
 
-from pipeline.config import Config
+from core.config import Config
+
 from pipeline.data import SourceInfo, inspect_source
 
 
@@ -18,7 +19,7 @@ def say(msg: str) -> None:
 
 
 def _tiny_spec(cfg: Config):
-    from pipeline.tiny_model import TinyModelSpec
+    from task.tiny_model import TinyModelSpec
 
     return TinyModelSpec(**{name: getattr(cfg.model, name) for name in TinyModelSpec.__dataclass_fields__})
 
@@ -28,7 +29,7 @@ def prepare_policy(cfg: Config):
     from transformers import AutoTokenizer
 
     if cfg.model.kind == "tiny":
-        from pipeline.warm_start import warm_started_policy
+        from task.warm_start import warm_started_policy
 
         path = warm_started_policy(os.path.join(cfg.model.cache_dir, "warm_start"), _tiny_spec(cfg), cfg.task,
                                    cfg.warm_start, cfg.seed, log=say)
@@ -47,7 +48,7 @@ def _synthetic_dir(cfg: Config) -> str:
 def prepare_source(cfg: Config, tokenizer) -> SourceInfo:
     """The training prompt source, checked with pyarrow (synthetic prompts are written first)."""
     if cfg.data.source == "synthetic":
-        from pipeline.synthetic_task import sample_problems, write_parquet
+        from task.synthetic import sample_problems, write_parquet
 
         folder = _synthetic_dir(cfg)
         path = os.path.join(folder, "train.parquet")
@@ -68,20 +69,13 @@ def heldout_set(cfg: Config, tokenizer) -> tuple[list[list[int]], list[str]]:
     """Held-out (prompt_ids, golds): synthetic problems never used for training."""
     if cfg.heldout.size == 0 or cfg.data.source != "synthetic":
         return [], []
-    from pipeline.synthetic_task import sample_problems
+    from task.synthetic import sample_problems
 
     t = cfg.task
     problems = sample_problems(cfg.heldout.size, cfg.seed + 2, t.digits, "heldout", t.heldout_fraction)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.question}], tokenize=True,
                                              add_generation_prompt=True, return_dict=False) for p in problems]
     return [list(map(int, p)) for p in prompts], [str(p.answer) for p in problems]
-
-
-def engine_kwargs(cfg: Config) -> dict:
-    r = cfg.rollout
-    return {"dtype": cfg.model.dtype, "max_model_len": r.max_model_len, "kv_cache_mb": r.kv_cache_mb,
-            "enforce_eager": r.enforce_eager, "max_num_batched_tokens": r.max_num_batched_tokens,
-            "on_cpu": r.gpus_per_actor == 0}
 
 
 def ray_worker_setup() -> None:

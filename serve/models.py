@@ -8,7 +8,7 @@ import shutil
 import tempfile
 
 from serve.config import ServeConfig
-from serve.engine_safety import seeded_prefill_safe_kwargs
+from core.engine import seeded_prefill_safe_kwargs
 
 ENGINE_DEFAULTS = {"dtype": "float32", "enforce_eager": True, "seed": 0}
 # On CPU vLLM checks at start that this share of the machine's RAM is free: keep it small, size the KV cache.
@@ -28,7 +28,7 @@ def pin_newest_checkpoint(run_dir: str) -> str:
     A followed model starts its engines from this copy, so a replica restarted after the training job
     rotated that checkpoint away still starts; it then loads the newest weights in place.
     """
-    from pipeline.run_dir import latest_checkpoint
+    from core.run_dir import latest_checkpoint
 
     found = latest_checkpoint(run_dir)
     if found is None:

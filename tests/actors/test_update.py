@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from actors import update as U
 from losses import build_algorithm
-from pipeline.batch import RolloutShard, collate
+from core.batch import RolloutShard, collate
 from pipeline.config import Config
 
 G, PROMPTS = 4, 4
@@ -25,7 +25,7 @@ G, PROMPTS = 4, 4
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    from pipeline.tiny_model import TinyModelSpec, build_random_policy
+    from task.tiny_model import TinyModelSpec, build_random_policy
 
     path = tmp_path_factory.mktemp("policy")
     spec = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)

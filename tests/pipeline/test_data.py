@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data import DataError, Normalise, ShardPrompts, epoch_order, inspect_source
-from pipeline.synthetic_task import sample_problems, to_rows
-from pipeline.tiny_model import build_tokenizer
+from task.synthetic import sample_problems, to_rows
+from task.tiny_model import build_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_synthetic_heldout_never_overlaps_train():
 
 
 def test_reference_solution_adds_by_columns_and_flawed_variant_drops_carries():
-    from pipeline.synthetic_task import Problem
+    from task.synthetic import Problem
 
     assert Problem(34, 48).solution() == "4+8=12 3+4+1=8 \\boxed{82}"
     assert Problem(34, 48).solution(drop_carries=True) == "4+8=12 3+4=7 \\boxed{72}"

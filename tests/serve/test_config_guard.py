@@ -4,7 +4,7 @@ import json
 import pytest
 
 from serve.config import to_serve_config
-from serve.engine_safety import seeded_prefill_safe_kwargs
+from core.engine import seeded_prefill_safe_kwargs
 from serve.guard import GuardSettings, authorized, clean_error, request_error
 
 

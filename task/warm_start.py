@@ -20,9 +20,9 @@ import shutil
 import time
 from dataclasses import asdict
 
-from pipeline.config import TaskConfig, WarmStartConfig
-from pipeline.synthetic_task import sample_problems
-from pipeline.tiny_model import TinyModelSpec, build_random_policy
+from core.config import TaskConfig, WarmStartConfig
+from task.synthetic import sample_problems
+from task.tiny_model import TinyModelSpec, build_random_policy
 
 
 def cache_key(spec: TinyModelSpec, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:

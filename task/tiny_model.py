@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from pipeline.synthetic_task import tokenizer_corpus
+from task.synthetic import tokenizer_corpus
 
 EOS = "<|endoftext|>"
 IM_START = "<|im_start|>"
