@@ -3,7 +3,7 @@
 Imports only torch / numpy / stdlib. Public entry point: ``build_algorithm(cfg)``.
 """
 from .aggregation import Normalizer
-from .registry import build_algorithm, known_algorithms, register
+from .registry import algorithm_defaults, build_algorithm, known_algorithms, register
 from .types import Credit, LossOutput
 
-__all__ = ["build_algorithm", "known_algorithms", "register", "Normalizer", "Credit", "LossOutput"]
+__all__ = ["algorithm_defaults", "build_algorithm", "known_algorithms", "register", "Normalizer", "Credit", "LossOutput"]
