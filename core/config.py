@@ -1,133 +1,166 @@
-"""Typed configuration of a training run: the types the rooms share (values come from ``configs/``).
+"""Typed configuration of a training run: the types the rooms share. Values come from ``configs/`` only.
 
+Every field is documented, with its default and trade-off, where its value is written: the YAML of its
+config group (``configs/config.yaml``, ``configs/model/``, ``configs/data/``, ``configs/rollout/``,
+``configs/trainer/``, ``configs/algorithm/``). These dataclasses carry types and no values: a key missing
+from the YAML is an error (``core.typed.build``), so no default can be written twice.
 ``pipeline.config.load`` builds a :class:`Config` from the composed Hydra YAML and validates it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 
 @dataclass
+class TinyModelConfig:
+    """Size of the tiny Qwen2-architecture policy (``model.tiny``; values: configs/model/tiny.yaml)."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+
+
+@dataclass
 class ModelConfig:
-    kind: str = "tiny"
-    path: Optional[str] = None
-    dtype: str = "float32"
-    cache_dir: str = "~/.cache/eapo"
-    vocab_size: int = 512
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 2
-    num_kv_heads: int = 1
-    intermediate_size: int = 512
-    max_position_embeddings: int = 512
-    gradient_checkpointing: bool = False
+    """``model.*``: kind tiny|pretrained, path (pretrained checkpoint), dtype (auto|float32|bfloat16;
+    auto = float32 without GPUs, bfloat16 with), cache_dir, tiny (the tiny spec; null for pretrained),
+    gradient_checkpointing (auto|true|false; auto = on with GPUs)."""
+
+    kind: str
+    path: Optional[str]
+    dtype: str
+    cache_dir: str
+    tiny: Optional[TinyModelConfig]
+    gradient_checkpointing: Any
 
 
 @dataclass
 class TaskConfig:
-    digits: int = 3
-    heldout_fraction: float = 0.1
-    num_train_prompts: int = 4096
+    """``task.*``: the synthetic addition task of the embedded default."""
+
+    digits: int
+    heldout_fraction: float
+    num_train_prompts: int
 
 
 @dataclass
 class WarmStartConfig:
-    steps: int = 600
-    batch_size: int = 64
-    lr: float = 3.0e-3
-    num_examples: int = 4000
-    carry_noise: float = 0.7
+    """``warm_start.*``: the supervised warm start of the tiny policy."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    num_examples: int
+    carry_noise: float
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"
-    path: Optional[str] = None
-    format: str = "auto"
-    prompt_key: str = "prompt"
-    answer_key: str = "reward_model.ground_truth"
-    prompt_suffix: str = ""
-    max_prompt_tokens: int = 128
-    shuffle: bool = True
+    """``data.*``: the training prompts (synthetic or files) and how to read them."""
+
+    source: str
+    path: Optional[str]
+    format: str
+    prompt_key: str
+    answer_key: str
+    prompt_suffix: str
+    max_prompt_tokens: int
+    shuffle: bool
 
 
 @dataclass
 class RolloutConfig:
-    n: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 32
-    num_actors: int = 1
-    cpus_per_actor: float = 0.5
-    gpus_per_actor: float = 0.0
-    staleness: int = 0
-    kv_cache_mb: int = 256
-    enforce_eager: bool = True
-    max_model_len: int = 256
-    max_num_batched_tokens: int = 8192
-    reward_correct: float = 1.0
-    reward_wrong: float = 0.0
-    verifier_timeout_s: float = 5.0
-    stream_poll_s: float = 0.02
+    """``rollout.*``: the vLLM rollout actor pool, sampling and scoring (KV cache in GiB: ``kv_cache_gb``)."""
+
+    n: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    num_actors: int
+    cpus_per_actor: float
+    gpus_per_actor: float
+    staleness: int
+    kv_cache_gb: float
+    enforce_eager: bool
+    max_model_len: int
+    max_num_batched_tokens: int
+    reward_correct: float
+    reward_wrong: float
+    verifier_timeout_s: float
+    stream_poll_s: float
 
 
 @dataclass
 class TrainerConfig:
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    zero_stage: int = 0
-    lr: float = 1.0e-5
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    prompts_per_step: int = 16
-    mini_batches_per_step: int = 1
-    micro_batch_size: int = 64
-    epochs_per_step: int = 1
-    total_steps: int = 60
-    logprob_chunk_size: int = 1024
-    save_every: int = 20
-    keep_checkpoints: int = 2
-    is_correction: Any = "auto"
-    is_cap: float = 2.0
+    """``trainer.*``: the Ray Train worker group and the DeepSpeed optimisation."""
+
+    num_workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    zero_stage: int
+    lr: float
+    weight_decay: float
+    grad_clip: float
+    prompts_per_step: int
+    mini_batches_per_step: int
+    micro_batch_size: int
+    epochs_per_step: int
+    total_steps: int
+    logprob_chunk_size: int
+    save_every: int
+    keep_checkpoints: int
+    is_correction: Any
+    is_cap: float
 
 
 @dataclass
 class HeldoutConfig:
-    size: int = 256
-    max_tokens: int = 32
-    every: int = 10
+    """``heldout.*``: greedy held-out accuracy (synthetic problems, or ``path`` for file data)."""
+
+    size: int
+    max_tokens: int
+    every: int
+    path: Optional[str]
 
 
 @dataclass
 class PeriodicEvalConfig:
-    every: int = 0
-    benchmarks: list = field(default_factory=lambda: ["math500"])
-    k: int = 1
-    n: int = 1
-    limit: Optional[int] = 64
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tokens: int = 512
-    cpus: float = 0.0
+    """``periodic_eval.*``: benchmark evaluation of checkpoints during training."""
+
+    every: int
+    benchmarks: list[str]
+    k: int
+    n: int
+    limit: Optional[int]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    cpus: float
 
 
 @dataclass
 class Config:
-    run_dir: str = "runs/default"
-    seed: int = 0
-    data_dir: str = "../shared/data"
-    ray_address: Optional[str] = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
-    periodic_eval: PeriodicEvalConfig = field(default_factory=PeriodicEvalConfig)
-    algorithm: dict = field(default_factory=lambda: {"name": "eapo"})
+    """The whole run. ``algorithm`` is the YAML mapping when built, the validated
+    ``losses.config.AlgorithmConfig`` (every key resolved) after ``pipeline.config.validate``."""
+
+    run_dir: str
+    seed: int
+    data_dir: str
+    ray_address: Optional[str]
+    model: ModelConfig
+    task: TaskConfig
+    warm_start: WarmStartConfig
+    data: DataConfig
+    rollout: RolloutConfig
+    trainer: TrainerConfig
+    heldout: HeldoutConfig
+    periodic_eval: PeriodicEvalConfig
+    algorithm: Any
 
 
 def shards_per_step(c: Config) -> int:

@@ -16,11 +16,11 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 GLOBAL_HEADER = "# @package _global_"
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict) -> dict:
     """Hydra/OmegaConf merge: mappings merge key by key, anything else (lists included) is replaced."""
     out = dict(base)
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -53,14 +53,14 @@ def _compose(group: str, option: str, package: str) -> dict:
     tree: dict = {}
     for entry in defaults:
         if entry == "_self_":
-            tree = _merge(tree, _nest(package, content))
+            tree = merge(tree, _nest(package, content))
             continue
         if not isinstance(entry, str) or entry.startswith("/") or ":" in entry or entry.startswith("override"):
             raise ValueError(f"{group}/{option}.yaml: defaults entry {entry!r} is not supported here "
                              "(only options of the same group: '- name' or '- name@package')")
         name, _, at = entry.partition("@")
         child = ".".join(p for p in (package, at) if p)
-        tree = _merge(tree, _compose(group, name, child))
+        tree = merge(tree, _compose(group, name, child))
     return tree
 
 

@@ -20,6 +20,8 @@ ESTIMATORS: Registry[Estimator] = Registry("advantage estimator", key="advantage
 # Estimators without a baseline: Â = r, so they need signed rewards (+1 correct, −1 wrong). With 0/1
 # rewards a wrong answer gets Â = 0 and teaches nothing. See ``Algorithm.requires_signed_rewards``.
 SIGNED_REWARD_ESTIMATORS = frozenset({"reward"})
+# Estimators with a group baseline: a group of one response (G = 1) gets Â = 0, so they need G ≥ 2.
+GROUP_RELATIVE_ESTIMATORS = frozenset({"grpo", "dr_grpo", "rloo"})
 
 
 def advantage_estimator(name: str):

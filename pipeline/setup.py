@@ -10,18 +10,14 @@ import json
 import os
 
 from core.config import Config
+from core.stages import HeldoutSet
+from core.typed import ConfigError
 
-from pipeline.data import SourceInfo, inspect_source
+from pipeline.data import DataError, SourceInfo, inspect_source, normalise_row
 
 
 def say(msg: str) -> None:
     print(f"[pipeline] {msg}", flush=True)
-
-
-def _tiny_spec(cfg: Config):
-    from task.tiny_model import TinyModelSpec
-
-    return TinyModelSpec(**{name: getattr(cfg.model, name) for name in TinyModelSpec.__dataclass_fields__})
 
 
 def prepare_policy(cfg: Config):
@@ -31,12 +27,18 @@ def prepare_policy(cfg: Config):
     if cfg.model.kind == "tiny":
         from task.warm_start import warm_started_policy
 
-        path = warm_started_policy(os.path.join(cfg.model.cache_dir, "warm_start"), _tiny_spec(cfg), cfg.task,
+        path = warm_started_policy(os.path.join(cfg.model.cache_dir, "warm_start"), cfg.model.tiny, cfg.task,
                                    cfg.warm_start, cfg.seed, log=say)
     else:
         path = cfg.model.path
-        if not os.path.exists(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"model.path={path!r} is not a Hugging Face checkpoint (no config.json)")
+        config_json = os.path.join(path, "config.json")
+        if not os.path.exists(config_json):
+            raise ConfigError("model.path", f"{path!r} is not a Hugging Face checkpoint (no config.json)")
+        with open(config_json) as f:
+            context = json.load(f).get("max_position_embeddings")
+        if context and cfg.rollout.max_model_len > context:
+            raise ConfigError("rollout.max_model_len", f"{cfg.rollout.max_model_len} exceeds the checkpoint's "
+                                                       f"max_position_embeddings={context} ({config_json})")
     return path, AutoTokenizer.from_pretrained(path)
 
 
@@ -62,20 +64,55 @@ def prepare_source(cfg: Config, tokenizer) -> SourceInfo:
     uri = cfg.data.path
     if "://" not in uri and not os.path.isabs(uri):
         uri = os.path.abspath(uri)
-    return inspect_source(uri, cfg.data.format, cfg.data.prompt_key, cfg.data.answer_key)
+    info = inspect_source(uri, cfg.data.format, cfg.data.prompt_key, cfg.data.answer_key)
+    if info.empty_answers:
+        say(f"WARNING: {info.empty_answers} of {info.num_rows} rows of {uri} have an empty answer "
+            f"({cfg.data.answer_key!r}, data.answer_key): they are dropped")
+    return info
 
 
-def heldout_set(cfg: Config, tokenizer) -> tuple[list[list[int]], list[str]]:
-    """Held-out (prompt_ids, golds): synthetic problems never used for training."""
-    if cfg.heldout.size == 0 or cfg.data.source != "synthetic":
-        return [], []
+def heldout_set(cfg: Config, tokenizer) -> HeldoutSet:
+    """Held-out problems never trained on: synthetic ones from the task's held-out split, or the first
+    ``heldout.size`` usable rows of ``heldout.path`` (data.source=files; same columns as the training data)."""
+    if cfg.heldout.size == 0:
+        return HeldoutSet([], [])
+    if cfg.data.source == "files":
+        return _heldout_from_file(cfg, tokenizer)
     from task.synthetic import sample_problems
 
     t = cfg.task
     problems = sample_problems(cfg.heldout.size, cfg.seed + 2, t.digits, "heldout", t.heldout_fraction)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.question}], tokenize=True,
                                              add_generation_prompt=True, return_dict=False) for p in problems]
-    return [list(map(int, p)) for p in prompts], [str(p.answer) for p in problems]
+    return HeldoutSet([list(map(int, p)) for p in prompts], [str(p.answer) for p in problems])
+
+
+def _heldout_from_file(cfg: Config, tokenizer) -> HeldoutSet:
+    """Rows of ``heldout.path`` (checked like the training data), templated and tokenised in this process."""
+    import pyarrow.dataset as pads
+
+    d, h = cfg.data, cfg.heldout
+    uri = h.path if "://" in h.path or os.path.isabs(h.path) else os.path.abspath(h.path)
+    info = inspect_source(uri, d.format, d.prompt_key, d.answer_key, role="heldout")
+    heads = sorted({d.prompt_key.split(".")[0], d.answer_key.split(".")[0]})
+    rows = pads.dataset(uri, format="json" if info.format == "jsonl" else "parquet").to_table(columns=heads)
+    prompts, golds, dropped = [], [], 0
+    for i, row in enumerate(rows.to_pylist()):
+        if len(golds) == h.size:
+            break
+        result = normalise_row(row, tokenizer, d.prompt_key, d.answer_key, d.prompt_suffix, d.max_prompt_tokens,
+                               f"{uri}: row {i + 1}")
+        if isinstance(result, str):
+            dropped += 1
+            continue
+        prompts.append(result[1])
+        golds.append(result[2])
+    if not golds:
+        raise DataError(f"{uri}: no usable held-out problem (heldout.path): {dropped} rows dropped "
+                        f"(empty answer or longer than data.max_prompt_tokens={d.max_prompt_tokens})")
+    say(f"held-out set: {len(golds)} problems from {uri}" + (f" ({dropped} rows dropped: empty answer or longer "
+                                                             f"than data.max_prompt_tokens)" if dropped else ""))
+    return HeldoutSet(prompts, golds)
 
 
 def ray_worker_setup() -> None:

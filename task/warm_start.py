@@ -20,19 +20,19 @@ import shutil
 import time
 from dataclasses import asdict
 
-from core.config import TaskConfig, WarmStartConfig
+from core.config import TaskConfig, TinyModelConfig, WarmStartConfig
 from task.synthetic import sample_problems
-from task.tiny_model import TinyModelSpec, build_random_policy
+from task.tiny_model import build_random_policy
 
 
-def cache_key(spec: TinyModelSpec, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:
+def cache_key(spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:
     task_key = {k: getattr(task, k) for k in ("digits", "heldout_fraction")}
     blob = json.dumps({"spec": asdict(spec), "task": task_key, "ws": asdict(ws), "seed": seed, "v": 1},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def warm_started_policy(cache_dir: str, spec: TinyModelSpec, task: TaskConfig, ws: WarmStartConfig,
+def warm_started_policy(cache_dir: str, spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig,
                         seed: int, log=print) -> str:
     """Path of the warm-started checkpoint, building it if it is not cached yet."""
     path = os.path.join(os.path.expanduser(cache_dir), cache_key(spec, task, ws, seed))

@@ -48,3 +48,22 @@ def test_unsupported_defaults_entries_are_refused(tmp_path, monkeypatch):
             F.compose_option("algorithm", "odd")
     finally:
         F._compose_cached.cache_clear()
+
+
+@pytest.mark.parametrize("app,overrides", [("eval", ["model=m"]), ("serve", [])])
+def test_eval_and_serve_libraries_read_the_values_their_apps_compose(app, overrides):
+    """``to_eval_config({...})`` / ``to_serve_config({...})`` (library use) equal the Hydra apps' config."""
+    from hydra import initialize_config_dir
+
+    from core.config_files import CONFIG_DIR
+    from core.typed import build
+    from evaluation.config import EvalConfig, to_eval_config
+    from serve.config import RUN_ONLY_KEYS, ServeConfig, to_serve_config
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR / app), version_base=None):
+        composed = OmegaConf.to_container(compose(config_name=app, overrides=overrides), resolve=True)
+    given = dict(o.split("=", 1) for o in overrides)
+    if app == "eval":
+        assert to_eval_config(given) == build(EvalConfig, composed)
+    else:
+        assert to_serve_config(given) == build(ServeConfig, {k: v for k, v in composed.items() if k not in RUN_ONLY_KEYS})

@@ -18,17 +18,17 @@ import torch.distributed as dist
 from actors import update as U
 from losses import build_algorithm
 from core.batch import RolloutShard, collate
-from pipeline.config import Config
+from pipeline.config import Config, compose
 
 G, PROMPTS = 4, 4
 
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    from task.tiny_model import TinyModelSpec, build_random_policy
+    from task.tiny_model import build_random_policy, tiny_spec
 
     path = tmp_path_factory.mktemp("policy")
-    spec = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
+    spec = tiny_spec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
     return build_random_policy(str(path), seed=0, spec=spec)
 
 
@@ -59,7 +59,7 @@ def make_batch(seed: int):
 
 
 def config(**trainer) -> Config:
-    cfg = Config()
+    cfg = compose()
     cfg.rollout = dataclasses.replace(cfg.rollout, n=G, temperature=1.0, max_tokens=8, staleness=0)
     settings = dict(lr=1e-3, micro_batch_size=8, prompts_per_step=PROMPTS, mini_batches_per_step=1,
                     epochs_per_step=1, is_correction=False)

@@ -2,7 +2,8 @@
 one home (snapshots taken before that refactor, in ``fixtures/``).
 
 ``fixtures/default_job.yaml`` is ``python -m pipeline.run --cfg job`` (unresolved) as it was; keys that
-were renamed on purpose are mapped through ``RENAMED`` (old key -> (new key, value transform)).
+were renamed on purpose are mapped through ``RENAMED`` (old key -> (new key, value transform)), keys
+added since are in ``ADDED``.
 ``fixtures/algorithms.json`` is ``pipeline.config.load(...).algorithm`` for ``algorithm=<name>``, every
 key resolved, as it was.
 """
@@ -15,12 +16,20 @@ from pathlib import Path
 
 import yaml
 
+from core.typed import to_dict
 from tests.conftest import REPO
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 # old key -> (new key, old value -> new value); every other key keeps its name and value
-RENAMED: dict[str, tuple[str, object]] = {}
+RENAMED: dict[str, tuple[str, object]] = {
+    **{f"model.{k}": (f"model.tiny.{k}", None) for k in (  # the tiny spec nests under model.tiny
+        "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+        "max_position_embeddings")},
+    "rollout.kv_cache_mb": ("rollout.kv_cache_gb", lambda mb: mb / 1024),  # one KV-cache unit: GiB
+}
+# keys added since, with the value that keeps the old behaviour
+ADDED = {"heldout.path": None}  # held-out file for data.source=files
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -34,7 +43,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def renamed(old: dict) -> dict:
-    out = {}
+    out = dict(ADDED)
     for key, value in old.items():
         new_key, convert = RENAMED.get(key, (key, None))
         out[new_key] = convert(value) if convert else value
@@ -59,5 +68,4 @@ def test_every_algorithm_resolves_to_the_snapshot():
     with initialize_config_module(config_module="configs", version_base=None):
         for name, keys in before.items():
             algo = C.load(compose(config_name="config", overrides=[f"algorithm={name}"])).algorithm
-            got = algo if isinstance(algo, dict) else C.algorithm_dict(algo)
-            assert json.loads(json.dumps(got, default=list)) == keys, name
+            assert to_dict(algo) == keys, name
