@@ -248,12 +248,18 @@ def read_prompts(info: SourceInfo, tokenizer_path: str, prompt_key: str, answer_
 
 
 def prompt_table(ds, max_prompt_tokens: int, log=print) -> dict:
-    """Materialised normalised dataset -> column dict of python lists (kept in the object store).
+    """Materialised normalised dataset -> column dict of python lists (kept in the object store);
+    see :func:`collect_prompts`."""
+    return collect_prompts(ds.iter_batches(batch_format="numpy", batch_size=4096), max_prompt_tokens, log)
+
+
+def collect_prompts(batches, max_prompt_tokens: int, log=print) -> dict:
+    """:class:`Normalise` output batches -> ``{"uid", "prompt_ids", "gold"}`` lists of the kept rows.
 
     Rows :class:`Normalise` dropped are left out, counted, and the counts logged through ``log``;
     ``table["dropped"]`` holds them ({"too_long": n, "empty_answer": m})."""
     table: dict = {"uid": [], "prompt_ids": [], "gold": [], "dropped": {"too_long": 0, "empty_answer": 0}}
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=4096):
+    for batch in batches:
         for uid, ids, gold, dropped in zip(batch["uid"], batch["prompt_ids"], batch["gold"], batch["dropped"]):
             if dropped:
                 table["dropped"][dropped] += 1
