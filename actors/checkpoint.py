@@ -45,10 +45,15 @@ def save_checkpoint(engine, cfg, step: int, rank: int, tokenizer_path: str) -> s
         with open(os.path.join(path, "state.json"), "w") as f:
             json.dump({"step": step, "algorithm": cfg.algorithm.name}, f)
         open(os.path.join(path, "COMPLETE"), "w").close()
-        for old_step, old_path in list_checkpoints(cfg.run_dir)[: -cfg.trainer.keep_checkpoints]:
+        for old_path in checkpoints_to_remove(cfg):
             shutil.rmtree(old_path, ignore_errors=True)
     _barrier()
     return path
+
+
+def checkpoints_to_remove(cfg) -> list[str]:
+    """Complete checkpoints of ``run_dir`` beyond the newest ``trainer.keep_checkpoints`` (oldest first)."""
+    return [path for _, path in list_checkpoints(cfg.run_dir)[: -cfg.trainer.keep_checkpoints]]
 
 
 def _full_state_dict(engine):

@@ -24,7 +24,7 @@ from actors.dynamic_sampling import Group, select_groups
 from actors.reward import Scorer
 from actors.weights import STORE_NAME, load_into_vllm
 from core.batch import PromptShard, RolloutShard, object_column
-from core.config import RolloutConfig
+from core.config import Config, shards_per_step
 from core.engine import EngineConfig
 from core.stages import HeldoutSet, RolloutSetup
 
@@ -49,11 +49,29 @@ def request_seed(seed: int, shard: int, round_: int = 0) -> int:
     return zlib.crc32(key.encode()) & 0x7FFFFFFF
 
 
-def sampling_kwargs(r: RolloutConfig, seed: int, shard: int, round_: int) -> dict:
+def sampling_kwargs(cfg: Config, shard: int, round_: int) -> dict:
     """``SamplingParams`` keyword arguments of one rollout request: G = ``rollout.n`` samples per prompt
-    with the sampled tokens' log-probs (``logprobs=0``), seeded per (run seed, shard, round)."""
+    with the sampled tokens' log-probs (``logprobs=0``), seeded per (run ``seed``, shard, round)."""
+    r = cfg.rollout
     return {"n": r.n, "temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens, "logprobs": 0,
-            "seed": request_seed(seed, shard, round_)}
+            "seed": request_seed(cfg.seed, shard, round_)}
+
+
+def heldout_request(cfg: Config) -> dict:
+    """:func:`greedy_accuracy` settings of the run's held-out measurements (response budget, verifier bound)."""
+    return {"max_tokens": cfg.heldout.max_tokens, "timeout_s": cfg.rollout.verifier_timeout_s}
+
+
+def heldout_due(cfg: Config, shard: PromptShard) -> bool:
+    """Whether the rollout actor measures held-out accuracy before ``shard``: on the first shard of every
+    ``heldout.every``-th step (0 = never during training)."""
+    every = cfg.heldout.every
+    return every > 0 and shard.step % every == 0 and shard.shard % shards_per_step(cfg) == 0
+
+
+def required_version(cfg: Config, step: int) -> int:
+    """The oldest weight version a shard of ``step`` may be sampled with: ``step - rollout.staleness``."""
+    return step - cfg.rollout.staleness
 
 
 def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
@@ -78,22 +96,19 @@ class RolloutWorker:
     """
 
     def __init__(self, setup: RolloutSetup):
-        from core.config import shards_per_step
         from core.engine import engine_config, engines_on_cpu
 
         cfg = setup.cfg
         self.llm = make_engine(setup.model_path, engine_config(cfg), engines_on_cpu(cfg))
-        r = cfg.rollout
-        self.cfg, self.version, self.staleness = cfg, setup.initial_version, r.staleness
-        self.scorer = Scorer(cfg.algorithm, r.reward_correct, r.reward_wrong, r.verifier_timeout_s, r.max_tokens)
+        self.cfg, self.version = cfg, setup.initial_version
+        self.scorer = Scorer(cfg)
         self.heldout: HeldoutSet = setup.heldout
-        self.shards_per_step = shards_per_step(cfg)
         self.store = ray.get_actor(STORE_NAME)
         self.reward_s = 0.0  # verifier time of the shard in progress
 
     def _sync_weights(self, step: int) -> float:
         """Wait for weights of version >= step - staleness; returns seconds spent loading them."""
-        need = step - self.staleness
+        need = required_version(self.cfg, step)
         if self.version >= need and ray.get(self.store.latest.remote()) <= self.version:
             return 0.0
         version, refs = ray.get(self.store.wait_for.remote(need))
@@ -110,7 +125,7 @@ class RolloutWorker:
         from vllm.inputs import TokensPrompt
 
         r = self.cfg.rollout
-        params = SamplingParams(**sampling_kwargs(r, self.cfg.seed, shard, round_))
+        params = SamplingParams(**sampling_kwargs(self.cfg, shard, round_))
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompt_ids],
                                     params, use_tqdm=False)
         t0 = time.perf_counter()
@@ -166,12 +181,9 @@ class RolloutWorker:
 
     def _heldout(self, shard: PromptShard) -> dict[str, float]:
         """Greedy held-out accuracy of the engine's weights, on the first shard of every ``every``-th step."""
-        every = self.cfg.heldout.every
-        if not len(self.heldout) or every <= 0 or shard.step % every or shard.shard % self.shards_per_step:
+        if not len(self.heldout) or not heldout_due(self.cfg, shard):
             return {}
-        h = self.cfg.heldout
-        acc = greedy_accuracy(self.llm, self.heldout.prompt_ids, self.heldout.golds, h.max_tokens,
-                              self.cfg.rollout.verifier_timeout_s)
+        acc = greedy_accuracy(self.llm, self.heldout.prompt_ids, self.heldout.golds, **heldout_request(self.cfg))
         return {"heldout/accuracy": acc["accuracy"], "heldout/weight_version": float(self.version)}
 
     def __call__(self, batch: dict) -> dict:

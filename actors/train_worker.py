@@ -49,17 +49,39 @@ def deepspeed_config(cfg: Config, micro: int, grad_accum: int) -> dict:
     }
 
 
-def build_engine(cfg: Config, model_path: str, micro: int, grad_accum: int):
-    """DeepSpeed engine around the HF policy with a torch AdamW (no fused-kernel compilation)."""
-    import deepspeed
+def optimizer_settings(cfg: Config) -> dict:
+    """AdamW arguments of the policy optimizer (``trainer.lr``, ``trainer.weight_decay``)."""
+    return {"lr": cfg.trainer.lr, "weight_decay": cfg.trainer.weight_decay}
+
+
+def load_policy(cfg: Config, model_path: str):
+    """The trainable Hugging Face policy in the run's dtype, gradient checkpointing as ``model.*`` says."""
     from transformers import AutoModelForCausalLM
 
-    _disable_deepspeed_shm_op()
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(cfg))
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    t = cfg.trainer
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    return model
+
+
+def checkpoint_due(cfg: Config, step: int) -> bool:
+    """Whether a checkpoint is written after ``step`` updates: every ``trainer.save_every`` steps, and the last."""
+    return step % cfg.trainer.save_every == 0 or step == cfg.trainer.total_steps
+
+
+def eval_due(cfg: Config, step: int) -> bool:
+    """Whether the checkpoint of ``step`` is benchmarked (``periodic_eval.every``, a multiple of save_every)."""
+    every = cfg.periodic_eval.every
+    return bool(every) and step % every == 0 and checkpoint_due(cfg, step)
+
+
+def build_engine(cfg: Config, model_path: str, micro: int, grad_accum: int):
+    """DeepSpeed engine around the HF policy with a torch AdamW (no fused-kernel compilation)."""
+    import deepspeed
+
+    _disable_deepspeed_shm_op()
+    model = load_policy(cfg, model_path)
+    optimizer = torch.optim.AdamW(model.parameters(), **optimizer_settings(cfg))
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg, micro, grad_accum))
     return engine
 
@@ -185,11 +207,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         diag = algo.diagnostics(adv_tok, result.credit, result.entropy, batch.response_mask, batch.group_ids)
         train_s = time.perf_counter() - t_train
         publish_s = publish_weights(engine, step + 1)
-        saved = (step + 1) % cfg.trainer.save_every == 0 or step + 1 == cfg.trainer.total_steps
+        saved = checkpoint_due(cfg, step + 1)
         if saved:
             path = save_checkpoint(engine, cfg, step + 1, rank, setup.tokenizer_path)
         evaluation = {}
-        if rank == 0 and saved and cfg.periodic_eval.every and (step + 1) % cfg.periodic_eval.every == 0:
+        if rank == 0 and eval_due(cfg, step + 1):
             evaluation = evaluate_checkpoint(cfg, path)
         now = time.perf_counter()
         timings = {

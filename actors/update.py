@@ -91,22 +91,36 @@ class _Stats:
         return {k: float(np.mean(v)) for k, v in self.values.items()}
 
 
+def forward_kwargs(cfg) -> dict:
+    """How every training forward projects onto the vocabulary: rows come in groups of ``rollout.n``
+    sharing a prompt, logits divided by ``rollout.temperature`` (as the sampler's), ``trainer.logprob_chunk_size``
+    tokens per chunk (memory only: the results do not depend on it)."""
+    return {"group_size": cfg.rollout.n, "temperature": cfg.rollout.temperature,
+            "chunk_size": cfg.trainer.logprob_chunk_size}
+
+
+def importance_weights(cfg, old_logprobs, part):
+    """(w [b, T], metrics) of the truncated IS correction min(π_old/μ, ``trainer.is_cap``) when it is on
+    (:func:`is_correction_on`), else None."""
+    if not is_correction_on(cfg):
+        return None
+    return truncated_is_weights(old_logprobs, part.behaviour_logprobs, part.response_mask, cfg.trainer.is_cap)
+
+
 @torch.no_grad()
 def reference_logprobs(reference, part, cfg) -> torch.Tensor:
     """log π_ref(o_t | s_t) [b, T] of the frozen reference policy (temperature-scaled like the policy's)."""
-    return policy_logprobs_entropy(reference, part, cfg.rollout.n, cfg.rollout.temperature,
-                                   cfg.trainer.logprob_chunk_size)[0]
+    return policy_logprobs_entropy(reference, part, **forward_kwargs(cfg))[0]
 
 
 def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _Stats, logprobs=None, entropy=None,
                 reference=None):
     """Loss of one micro-batch, backward and (at the accumulation boundary) the optimizer step."""
-    t = cfg.trainer
     if logprobs is None:
-        logprobs, entropy = policy_logprobs_entropy(engine.module, part, cfg.rollout.n, cfg.rollout.temperature,
-                                                    t.logprob_chunk_size)
-    if is_correction_on(cfg):
-        w, is_metrics = truncated_is_weights(old_lp, part.behaviour_logprobs, part.response_mask, t.is_cap)
+        logprobs, entropy = policy_logprobs_entropy(engine.module, part, **forward_kwargs(cfg))
+    weights = importance_weights(cfg, old_lp, part)
+    if weights is not None:
+        w, is_metrics = weights
         credit = Credit(credit.advantages, credit.token_weight * w)
         stats.add(**is_metrics)
     ref_lp = reference_logprobs(reference, part, cfg) if reference is not None else None
@@ -143,8 +157,7 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=Non
     parts: list[tuple] = []
     for u0 in range(0, batch.size, micro):
         part = batch.rows(slice(u0, u0 + micro))
-        lp, ent = policy_logprobs_entropy(engine.module, part, cfg.rollout.n, cfg.rollout.temperature,
-                                          cfg.trainer.logprob_chunk_size)
+        lp, ent = policy_logprobs_entropy(engine.module, part, **forward_kwargs(cfg))
         old_lp, old_ent = lp.detach(), ent.detach()
         adv_tok = part.advantages[:, None] * part.response_mask
         credit = algo.shape_credit(adv_tok, old_ent, old_lp, part.response_mask, part.group_ids)
@@ -159,8 +172,7 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=Non
 def separate_update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
     """Old-policy pass, batch-wide credit, then epochs × mini-batches of optimizer steps."""
     t = cfg.trainer
-    old_lp, old_ent = old_policy_stats(engine.module, batch, micro, cfg.rollout.temperature, t.logprob_chunk_size,
-                                       cfg.rollout.n)
+    old_lp, old_ent = old_policy_stats(engine.module, batch, micro, **forward_kwargs(cfg))
     adv_tok = batch.advantages[:, None] * batch.response_mask
     credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
     mini = batch.size // t.mini_batches_per_step

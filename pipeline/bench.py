@@ -46,13 +46,12 @@ def bench(cfg, settings: list[int], warmup: int) -> list[dict]:
     from core.stages import HeldoutSet
     from pipeline.run import train
     from core.run_dir import read_metrics
-    from pipeline.setup import init_ray, prepare_policy, prepare_source
+    from pipeline.setup import init_ray, prepare_policy, prepare_source, source_spec
 
     init_path, tokenizer = prepare_policy(cfg)
     source = prepare_source(cfg, tokenizer)
     init_ray(cfg)
-    table = prompt_table(read_prompts(source, init_path, cfg.data.prompt_key, cfg.data.answer_key,
-                                      cfg.data.prompt_suffix, cfg.data.max_prompt_tokens), cfg.data.max_prompt_tokens)
+    table = prompt_table(read_prompts(source, init_path, cfg.data, *source_spec(cfg)[2:]), cfg.data.max_prompt_tokens)
     root, out = cfg.run_dir, []
     for staleness in settings:
         cfg.run_dir, cfg.rollout.staleness = os.path.join(root, f"staleness{staleness}"), staleness

@@ -155,6 +155,7 @@ def _validate_data(c: Config) -> None:
     require(bool(d.prompt_key), "data.prompt_key", "must not be empty")
     require(bool(d.answer_key), "data.answer_key", "must not be empty")
     if d.source == "synthetic":
+        require(d.format in ("auto", "parquet"), "data.format", f"the synthetic prompts are parquet, got {d.format!r}")
         require(not d.path, "data.path", f"is set ({d.path!r}) but data.source=synthetic never reads it: select "
                                          "the file with data=math_train (or data.source=files) data.path=<uri>")
         require(not h.path, "heldout.path", f"is set ({h.path!r}) but data.source=synthetic draws its own "
@@ -209,6 +210,8 @@ def _validate_trainer(c: Config) -> None:
 def _validate_periodic_eval(c: Config) -> None:
     pe = c.periodic_eval
     require(pe.every >= 0, "periodic_eval.every", f"must be >= 0 (0 = off), got {pe.every}")
+    require(pe.every % c.trainer.save_every == 0, "periodic_eval.every",
+            f"{pe.every} must be a multiple of trainer.save_every={c.trainer.save_every}: only checkpoints are evaluated")
     require(1 <= pe.k <= pe.n, "periodic_eval.k", f"must be in [1, periodic_eval.n={pe.n}]")
     require(pe.limit is None or pe.limit > 0, "periodic_eval.limit", f"must be > 0 or null (all), got {pe.limit}")
     require(pe.temperature >= 0, "periodic_eval.temperature", f"must be >= 0, got {pe.temperature}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.batch import PromptShard, object_column
+from core.config import DataConfig
 
 
 class DataError(ValueError):
@@ -198,14 +199,17 @@ def normalise_row(row: dict, tok, prompt_key: str, answer_key: str, suffix: str,
 
 class Normalise:
     """Ray Data callable: raw rows -> ``uid``, ``prompt_ids`` (templated, tokenised), ``gold``, and
-    ``dropped`` (why a row is left out: "too_long" / "empty_answer"; "" for kept rows)."""
+    ``dropped`` (why a row is left out: "too_long" / "empty_answer"; "" for kept rows). Reads the fields
+    ``data.prompt_key`` / ``data.answer_key``, appends ``data.prompt_suffix`` to plain-text prompts and drops
+    prompts over ``data.max_prompt_tokens``."""
 
-    def __init__(self, tokenizer_path: str, prompt_key: str, answer_key: str, suffix: str, max_tokens: int):
+    def __init__(self, tokenizer_path: str, data: DataConfig, prompt_key: str | None = None,
+                 answer_key: str | None = None):
         from transformers import AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(tokenizer_path)
-        self.prompt_key, self.answer_key = prompt_key, answer_key
-        self.suffix, self.max_tokens = suffix, max_tokens
+        self.prompt_key, self.answer_key = prompt_key or data.prompt_key, answer_key or data.answer_key
+        self.suffix, self.max_tokens = data.prompt_suffix, data.max_prompt_tokens
 
     def _where(self, row: dict) -> str:
         return f"{row.get('path', '?')}, row with {self.prompt_key}={str(_get(row, self.prompt_key))[:60]!r}"
@@ -230,9 +234,9 @@ def _flatten_struct_columns(batch):
     return {name: batch.column(name).to_pylist() for name in batch.column_names}
 
 
-def read_prompts(info: SourceInfo, tokenizer_path: str, prompt_key: str, answer_key: str,
-                 suffix: str, max_prompt_tokens: int):
-    """Ray Dataset of normalised prompts (``uid``, ``prompt_ids``, ``gold``), materialised."""
+def read_prompts(info: SourceInfo, tokenizer_path: str, data: DataConfig, prompt_key: str, answer_key: str):
+    """Ray Dataset of normalised prompts (``uid``, ``prompt_ids``, ``gold``, ``dropped``), materialised;
+    ``prompt_key`` / ``answer_key``: the source's fields (``pipeline.setup.source_spec``)."""
     import ray.data
 
     reader = ray.data.read_json if info.format == "jsonl" else ray.data.read_parquet
@@ -241,7 +245,7 @@ def read_prompts(info: SourceInfo, tokenizer_path: str, prompt_key: str, answer_
     ds = reader(info.uri, include_paths=True, ray_remote_args={"num_cpus": 0.25}, **kwargs)
     ds = ds.map_batches(_flatten_struct_columns, batch_format="pyarrow", num_cpus=0.25)
     ds = ds.map_batches(
-        Normalise, fn_constructor_args=(tokenizer_path, prompt_key, answer_key, suffix, max_prompt_tokens),
+        Normalise, fn_constructor_args=(tokenizer_path, data, prompt_key, answer_key),
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25, batch_size=512,
     )
     return ds.materialize()

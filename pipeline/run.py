@@ -24,7 +24,25 @@ from pipeline import config as config_mod
 from pipeline.config import Config, shards_per_step
 from pipeline.data import DataError
 from pipeline.report import heldout_curve, plot_training_curves
-from pipeline.setup import heldout_set, init_ray, prepare_policy, prepare_source, say
+from pipeline.setup import heldout_set, init_ray, prepare_policy, prepare_source, say, source_spec
+
+
+def stream_plan(cfg: Config, start_step: int) -> dict:
+    """``pipeline.data.shard_stream`` arguments (but the table) of a run starting at ``start_step``: the
+    shards of steps [start_step, trainer.total_steps), ``trainer.prompts_per_step`` split over the step's
+    shards, the seeded (``data.shuffle``) epoch order, and the dynamic-sampling reserve per shard
+    (``algorithm.max_sampling_rounds`` rounds of refills when ``algorithm.dynamic_sampling``)."""
+    per_step = shards_per_step(cfg)
+    per_shard = cfg.trainer.prompts_per_step // per_step
+    algo = cfg.algorithm
+    return {"first_shard": start_step * per_step, "num_shards": (cfg.trainer.total_steps - start_step) * per_step,
+            "prompts_per_shard": per_shard, "shards_per_step": per_step, "seed": cfg.seed, "shuffle": cfg.data.shuffle,
+            "refill_per_shard": per_shard * algo.max_sampling_rounds if algo.dynamic_sampling else 0}
+
+
+def rollout_resources(cfg: Config) -> dict:
+    """Ray resources of each rollout engine (actor pool and the held-out evaluator): CPUs and GPUs per actor."""
+    return {"num_cpus": cfg.rollout.cpus_per_actor, "num_gpus": cfg.rollout.gpus_per_actor}
 
 
 def build_stream(cfg: Config, table, model_path: str, start_step: int, heldout: HeldoutSet):
@@ -34,17 +52,21 @@ def build_stream(cfg: Config, table, model_path: str, start_step: int, heldout: 
     from actors.rollout import RolloutWorker
     from pipeline.data import shard_stream
 
-    per_step = shards_per_step(cfg)
-    per_shard = cfg.trainer.prompts_per_step // per_step
-    algo = cfg.algorithm
-    refill = per_shard * algo.max_sampling_rounds if algo.dynamic_sampling else 0
-    stream = shard_stream(table, start_step * per_step, (cfg.trainer.total_steps - start_step) * per_step,
-                          per_shard, per_step, cfg.seed, cfg.data.shuffle, refill)
+    stream = shard_stream(table, **stream_plan(cfg, start_step))
     return stream.map_batches(
         RolloutWorker, fn_constructor_kwargs={"setup": RolloutSetup(cfg, model_path, start_step, heldout)},
         batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_actors),
-        num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor,
+        **rollout_resources(cfg),
     )
+
+
+def trainer_settings(cfg: Config) -> dict:
+    """The Ray Train worker group of the run: ``ScalingConfig`` arguments, the torch process-group backend
+    (NCCL with GPUs, gloo without) and where Ray Train keeps its state (under ``run_dir``)."""
+    t = cfg.trainer
+    return {"scaling": {"num_workers": t.num_workers, "use_gpu": t.use_gpu,
+                        "resources_per_worker": {"CPU": t.cpus_per_worker}},
+            "backend": "nccl" if t.use_gpu else "gloo", "storage_path": os.path.join(cfg.run_dir, "ray_train")}
 
 
 def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, init_path: str,
@@ -59,18 +81,17 @@ def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, ini
     from actors.train_worker import train_loop_per_worker
     from pipeline.ingest import RolloutStreamConfig
 
-    t = cfg.trainer
+    settings = trainer_settings(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"setup": TrainLoopSetup(
             cfg=cfg, start_step=start_step, model_path=model_path, reference_path=init_path, tokenizer_path=init_path,
-            pad_id=pad_id, logger_factory=make_logger_factory(cfg.run_dir, start_step, t.total_steps))},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+            pad_id=pad_id, logger_factory=make_logger_factory(cfg.run_dir, start_step, cfg.trainer.total_steps))},
+        scaling_config=ScalingConfig(**settings["scaling"]),
         datasets={"rollouts": build_stream(cfg, table, model_path, start_step, heldout)},
         dataset_config=RolloutStreamConfig("rollouts"),
-        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
-        run_config=RunConfig(storage_path=os.path.join(cfg.run_dir, "ray_train"), name="train",
+        torch_config=TorchConfig(backend=settings["backend"]),
+        run_config=RunConfig(storage_path=settings["storage_path"], name="train",
                              failure_config=FailureConfig(max_failures=0)),
     )
     trainer.fit()
@@ -80,16 +101,14 @@ def heldout_accuracy(cfg: Config, model_path: str, heldout: HeldoutSet) -> dict:
     """Greedy accuracy of ``model_path`` on the held-out problems, in a vLLM Ray actor."""
     import ray
 
-    from actors.rollout import GreedyEvaluator
+    from actors.rollout import GreedyEvaluator, heldout_request
 
     if not len(heldout):
         return {"accuracy": float("nan"), "n": 0}
-    actor = GreedyEvaluator.options(num_cpus=cfg.rollout.cpus_per_actor,
-                                    num_gpus=cfg.rollout.gpus_per_actor).remote(model_path, engine_config(cfg),
-                                                                                 engines_on_cpu(cfg))
+    actor = GreedyEvaluator.options(**rollout_resources(cfg)).remote(model_path, engine_config(cfg),
+                                                                     engines_on_cpu(cfg))
     try:
-        return ray.get(actor.accuracy.remote(heldout.prompt_ids, heldout.golds, cfg.heldout.max_tokens,
-                                             cfg.rollout.verifier_timeout_s))
+        return ray.get(actor.accuracy.remote(heldout.prompt_ids, heldout.golds, **heldout_request(cfg)))
     finally:
         ray.kill(actor)
 
@@ -112,8 +131,7 @@ def run(cfg: Config) -> dict:
     from actors.weights import get_or_create_store
     from pipeline.data import prompt_table, read_prompts
 
-    table = prompt_table(read_prompts(source, init_path, cfg.data.prompt_key, cfg.data.answer_key,
-                                      cfg.data.prompt_suffix, cfg.data.max_prompt_tokens),
+    table = prompt_table(read_prompts(source, init_path, cfg.data, *source_spec(cfg)[2:]),
                          cfg.data.max_prompt_tokens, log=say)
     say(f"{len(table['uid'])} training prompts from {source.uri}")
     before = _heldout_before(cfg, init_path, heldout)

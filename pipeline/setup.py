@@ -20,15 +20,29 @@ def say(msg: str) -> None:
     print(f"[pipeline] {msg}", flush=True)
 
 
+def policy_location(cfg: Config) -> str:
+    """The initial policy's checkpoint: ``model.path``, or where the tiny policy's warm start for these
+    settings (``model.tiny``, ``task``, ``warm_start``, ``seed``) is cached under ``model.cache_dir``."""
+    if cfg.model.kind != "tiny":
+        return cfg.model.path
+    from task.warm_start import warm_start_path
+
+    return warm_start_path(_warm_start_dir(cfg), cfg.model.tiny, cfg.task, cfg.warm_start, cfg.seed)
+
+
+def _warm_start_dir(cfg: Config) -> str:
+    return os.path.join(cfg.model.cache_dir, "warm_start")
+
+
 def prepare_policy(cfg: Config):
-    """(initial checkpoint path, tokenizer): the cached warm-started tiny policy or ``model.path``."""
+    """(initial checkpoint path, tokenizer): the cached warm-started tiny policy (built on first use) or
+    ``model.path`` (checked: a Hugging Face checkpoint whose context holds ``rollout.max_model_len``)."""
     from transformers import AutoTokenizer
 
     if cfg.model.kind == "tiny":
         from task.warm_start import warm_started_policy
 
-        path = warm_started_policy(os.path.join(cfg.model.cache_dir, "warm_start"), cfg.model.tiny, cfg.task,
-                                   cfg.warm_start, cfg.seed, log=say)
+        path = warm_started_policy(_warm_start_dir(cfg), cfg.model.tiny, cfg.task, cfg.warm_start, cfg.seed, log=say)
     else:
         path = cfg.model.path
         config_json = os.path.join(path, "config.json")
@@ -47,24 +61,40 @@ def _synthetic_dir(cfg: Config) -> str:
     return os.path.join(cfg.model.cache_dir, "synthetic", key)
 
 
-def prepare_source(cfg: Config, tokenizer) -> SourceInfo:
-    """The training prompt source, checked with pyarrow (synthetic prompts are written first)."""
-    if cfg.data.source == "synthetic":
-        from task.synthetic import sample_problems, write_parquet
+def synthetic_problems(cfg: Config) -> list:
+    """The synthetic task's training problems (``task.num_train_prompts`` of ``task.digits``-digit operands
+    from the train split, ``task.heldout_fraction`` reserved), drawn with ``seed``."""
+    from task.synthetic import sample_problems
 
-        folder = _synthetic_dir(cfg)
-        path = os.path.join(folder, "train.parquet")
-        if not os.path.exists(path):
-            os.makedirs(folder, exist_ok=True)
-            t = cfg.task
-            problems = sample_problems(t.num_train_prompts, cfg.seed + 1, t.digits, "train", t.heldout_fraction)
-            write_parquet(problems, path + ".tmp")
-            os.replace(path + ".tmp", path)
-        return inspect_source(path, "parquet", "prompt", "reward_model.ground_truth")
-    uri = cfg.data.path
-    if "://" not in uri and not os.path.isabs(uri):
-        uri = os.path.abspath(uri)
-    info = inspect_source(uri, cfg.data.format, cfg.data.prompt_key, cfg.data.answer_key)
+    t = cfg.task
+    return sample_problems(t.num_train_prompts, cfg.seed + 1, t.digits, "train", t.heldout_fraction)
+
+
+def source_spec(cfg: Config) -> tuple[str, str, str, str]:
+    """(uri, format, prompt field, answer field) of the training prompts: the synthetic parquet under
+    ``model.cache_dir`` (RLVR layout) or ``data.path`` (relative paths made absolute), read as
+    ``data.format`` with the fields ``data.prompt_key`` / ``data.answer_key``."""
+    d = cfg.data
+    if d.source == "synthetic":
+        uri = os.path.join(_synthetic_dir(cfg), "train.parquet")
+    else:
+        uri = d.path if "://" in d.path or os.path.isabs(d.path) else os.path.abspath(d.path)
+    return uri, d.format, d.prompt_key, d.answer_key
+
+
+def prepare_source(cfg: Config, tokenizer) -> SourceInfo:
+    """The training prompt source (:func:`source_spec`), checked with pyarrow (synthetic prompts are
+    written first)."""
+    uri, fmt, prompt_key, answer_key = source_spec(cfg)
+    if cfg.data.source == "synthetic":
+        from task.synthetic import write_parquet
+
+        if not os.path.exists(uri):
+            os.makedirs(os.path.dirname(uri), exist_ok=True)
+            write_parquet(synthetic_problems(cfg), uri + ".tmp")
+            os.replace(uri + ".tmp", uri)
+        return inspect_source(uri, fmt, prompt_key, answer_key)
+    info = inspect_source(uri, fmt, prompt_key, answer_key)
     if info.empty_answers:
         say(f"WARNING: {info.empty_answers} of {info.num_rows} rows of {uri} have an empty answer "
             f"({cfg.data.answer_key!r}, data.answer_key): they are dropped")
@@ -131,23 +161,29 @@ def ray_worker_setup() -> None:
         executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = float(value)
 
 
-def init_ray(cfg: Config) -> None:
-    """Attach to ``ray_address``/``RAY_ADDRESS`` if given, else start a local Ray sized to the machine."""
-    import ray
-
-    if ray.is_initialized():
-        return
+def ray_init_kwargs(cfg: Config) -> dict:
+    """``ray.init`` arguments of the run: attach to ``ray_address``/``RAY_ADDRESS`` if given, else a local Ray
+    sized to the machine (dashboard on: Ray Train queries the state API); one namespace per ``run_dir``
+    (runs sharing a cluster, a study, never see each other's named actors); ``rollout.stream_poll_s`` for
+    every worker process (:func:`ray_worker_setup`)."""
     env = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
                         "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
                         "EAPO_DATA_POLL_S": str(cfg.rollout.stream_poll_s)},
            "worker_process_setup_hook": "pipeline.setup.ray_worker_setup"}
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    # one namespace per run directory: runs sharing a cluster (a study) never see each other's named actors
     namespace = "eapo-" + hashlib.sha256(cfg.run_dir.encode()).hexdigest()[:12]
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True, namespace=namespace)
-    else:  # dashboard on: Ray Train queries the state API
-        ray.init(num_cpus=os.cpu_count(), runtime_env=env, namespace=namespace)
+        return {"address": address, "runtime_env": env, "log_to_driver": True, "namespace": namespace}
+    return {"num_cpus": os.cpu_count(), "runtime_env": env, "namespace": namespace}
+
+
+def init_ray(cfg: Config) -> None:
+    """Attach to or start Ray (:func:`ray_init_kwargs`), unless this process already did."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(**ray_init_kwargs(cfg))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     # rollout shards travel as python objects on purpose (nested, ragged): say so, and Ray Data stops

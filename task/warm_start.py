@@ -32,10 +32,15 @@ def cache_key(spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig, seed
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def warm_start_path(cache_dir: str, spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:
+    """Where the warm start of these settings is (or will be) cached."""
+    return os.path.join(os.path.expanduser(cache_dir), cache_key(spec, task, ws, seed))
+
+
 def warm_started_policy(cache_dir: str, spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig,
                         seed: int, log=print) -> str:
     """Path of the warm-started checkpoint, building it if it is not cached yet."""
-    path = os.path.join(os.path.expanduser(cache_dir), cache_key(spec, task, ws, seed))
+    path = warm_start_path(cache_dir, spec, task, ws, seed)
     if os.path.exists(os.path.join(path, "WARM_START_DONE")):
         return path
     tmp = path + f".tmp{os.getpid()}"

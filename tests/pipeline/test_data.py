@@ -13,6 +13,17 @@ from task.synthetic import sample_problems, to_rows
 from task.tiny_model import build_tokenizer
 
 
+def data_cfg(prompt_key: str, answer_key: str, suffix: str, max_tokens: int):
+    """The run's ``data`` section (configs/data/synthetic.yaml) with these fields."""
+    from core.config import DataConfig
+    from core.config_files import compose_option
+    from core.typed import build
+
+    values = {**compose_option("data", "synthetic"), "prompt_key": prompt_key, "answer_key": answer_key,
+              "prompt_suffix": suffix, "max_prompt_tokens": max_tokens}
+    return build(DataConfig, values, "data")
+
+
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
@@ -25,7 +36,7 @@ def test_shared_math_train_set_passes_inspection_and_normalises(data_dir, tokeni
     info = inspect_source(uri, "auto", "prompt", "reward_model.ground_truth")
     assert info.format == "parquet" and info.num_rows > 8000
     table = pq.read_table(uri).slice(0, 8)
-    out = Normalise(tokenizer_dir, "prompt", "reward_model.ground_truth", "", 100_000)(
+    out = Normalise(tokenizer_dir, data_cfg("prompt", "reward_model.ground_truth", "", 100_000))(
         {name: np.asarray(table.column(name).to_pylist() + [None], dtype=object)[:-1] for name in table.column_names})
     golds = [r["reward_model"]["ground_truth"] for r in table.to_pylist()]
     assert list(out["gold"]) == golds
@@ -52,14 +63,14 @@ def test_jsonl_with_plain_text_prompt_and_suffix(tmp_path, tokenizer_dir):
     path = tmp_path / "p.jsonl"
     path.write_text("\n".join(json.dumps({"problem": f"What is {i}+1?", "answer": str(i + 1)}) for i in range(3)))
     assert inspect_source(str(path), "auto", "problem", "answer").num_rows == 3
-    norm = Normalise(tokenizer_dir, "problem", "answer", "Put the answer in \\boxed{}.", 512)
+    norm = Normalise(tokenizer_dir, data_cfg("problem", "answer", "Put the answer in \\boxed{}.", 512))
     out = norm({"problem": np.asarray(["What is 1+1?"], dtype=object), "answer": np.asarray(["2"], dtype=object)})
     assert "boxed" in out["uid"][0]
     assert list(out["gold"]) == ["2"]
 
 
 def test_row_with_null_answer_names_the_field(tokenizer_dir):
-    norm = Normalise(tokenizer_dir, "problem", "answer", "", 512)
+    norm = Normalise(tokenizer_dir, data_cfg("problem", "answer", "", 512))
     with pytest.raises(DataError, match="'answer' is missing"):
         norm({"problem": np.asarray(["q"], dtype=object), "answer": np.asarray([None], dtype=object),
               "path": np.asarray(["/data/x.jsonl"], dtype=object)})
@@ -171,14 +182,14 @@ def test_dropped_prompts_are_counted_and_logged(tokenizer_dir):
 
     rows = {"problem": np.asarray(["What is 1+1?", "x " * 300, "What is 2+2?"], dtype=object),
             "answer": np.asarray(["2", "3", ""], dtype=object)}
-    out = Normalise(tokenizer_dir, "problem", "answer", "", 64)(rows)
+    out = Normalise(tokenizer_dir, data_cfg("problem", "answer", "", 64))(rows)
     logged = []
     table = collect_prompts([out], 64, log=logged.append)
     assert table["gold"] == ["2"] and table["dropped"] == {"too_long": 1, "empty_answer": 1}
     assert logged and "dropped 1 prompts longer than data.max_prompt_tokens=64" in logged[0]
     assert "1 rows with an empty answer" in logged[0]
     with pytest.raises(DataError, match="no usable prompts: all 2 were dropped"):
-        collect_prompts([Normalise(tokenizer_dir, "problem", "answer", "", 64)(
+        collect_prompts([Normalise(tokenizer_dir, data_cfg("problem", "answer", "", 64))(
             {k: v[1:] for k, v in rows.items()})], 64, log=logged.append)
 
 
