@@ -68,6 +68,11 @@ def eval_problems(cfg, name: str, tokenizer) -> tuple[list[list[int]], list[str]
     return [prompts[i] for i in fits], [golds[i] for i in fits], len(prompts) - len(fits)
 
 
+def eval_plan(cfg, tokenizer) -> dict[str, tuple[list[list[int]], list[str], int]]:
+    """:func:`eval_problems` of every benchmark in ``periodic_eval.benchmarks``."""
+    return {name: eval_problems(cfg, name, tokenizer) for name in cfg.periodic_eval.benchmarks}
+
+
 def summarise_scores(cfg, name: str, scores: list[list[float]]) -> dict[str, float]:
     """``eval/<name>/avg@k`` and ``pass@k`` (percent, k = ``periodic_eval.k``) of per-problem sample scores."""
     from evaluation.metrics import benchmark_metrics
@@ -92,8 +97,7 @@ def evaluate_checkpoint(cfg, checkpoint: str) -> dict[str, float]:
                                                                           engines_on_cpu(cfg))
     out: dict[str, float] = {}
     try:
-        for name in cfg.periodic_eval.benchmarks:
-            prompts, golds, skipped = eval_problems(cfg, name, tokenizer)
+        for name, (prompts, golds, skipped) in eval_plan(cfg, tokenizer).items():
             out[f"eval/{name}/num_problems"] = float(len(prompts))
             out[f"eval/{name}/skipped_too_long"] = float(skipped)
             if not prompts:

@@ -106,6 +106,9 @@ class AlgorithmConfig:
         check_number(self, "dual_clip", 1.0, lo_open=True, allow_none=True)
         check_choice(self, "aggregation", known_aggregations())
         check_number(self, "max_response_length", 1, allow_none=True, integer=True)
+        if self.max_response_length is not None and self.aggregation != "seq_mean_token_sum_norm":
+            fail("max_response_length", f"{self.max_response_length} is only read by aggregation="
+                                        f"seq_mean_token_sum_norm (Dr.GRPO's constant L), got aggregation={self.aggregation!r}")
         check_number(self, "kl_coef", 0.0)
         check_choice(self, "kl_estimator", KL_ESTIMATORS)
         check_number(self, "entropy_coef", 0.0)

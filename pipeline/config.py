@@ -212,6 +212,7 @@ def _validate_periodic_eval(c: Config) -> None:
     require(pe.every >= 0, "periodic_eval.every", f"must be >= 0 (0 = off), got {pe.every}")
     require(pe.every % c.trainer.save_every == 0, "periodic_eval.every",
             f"{pe.every} must be a multiple of trainer.save_every={c.trainer.save_every}: only checkpoints are evaluated")
+    require(pe.n >= 1, "periodic_eval.n", f"must be >= 1, got {pe.n}")
     require(1 <= pe.k <= pe.n, "periodic_eval.k", f"must be in [1, periodic_eval.n={pe.n}]")
     require(pe.limit is None or pe.limit > 0, "periodic_eval.limit", f"must be > 0 or null (all), got {pe.limit}")
     require(pe.temperature >= 0, "periodic_eval.temperature", f"must be >= 0, got {pe.temperature}")
