@@ -245,7 +245,8 @@ def read_prompts(info: SourceInfo, tokenizer_path: str, data: DataConfig, prompt
     ds = reader(info.uri, include_paths=True, ray_remote_args={"num_cpus": 0.25}, **kwargs)
     ds = ds.map_batches(_flatten_struct_columns, batch_format="pyarrow", num_cpus=0.25)
     ds = ds.map_batches(
-        Normalise, fn_constructor_args=(tokenizer_path, data, prompt_key, answer_key),
+        Normalise, fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "data": data, "prompt_key": prompt_key,
+                                          "answer_key": answer_key},
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25, batch_size=512,
     )
     return ds.materialize()
@@ -346,7 +347,8 @@ def shard_stream(table_ref, first_shard: int, num_shards: int, prompts_per_shard
     ids = ray.data.from_items([{"id": first_shard + i} for i in range(num_shards)],
                               override_num_blocks=max(1, num_shards))
     return ids.map_batches(
-        ShardPrompts, fn_constructor_args=(table_ref, prompts_per_shard, shards_per_step, seed, shuffle,
-                                           refill_per_shard),
+        ShardPrompts, fn_constructor_kwargs={
+            "table": table_ref, "prompts_per_shard": prompts_per_shard, "shards_per_step": shards_per_step,
+            "seed": seed, "shuffle": shuffle, "refill_per_shard": refill_per_shard},
         batch_format="numpy", batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1,
     )
