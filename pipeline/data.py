@@ -149,6 +149,11 @@ def _check_rows(fragment, prompt_key: str, answer_key: str) -> tuple[int, int]:
                 raise DataError(f"{where}: row {i + 1}: field {key!r} ({role}) is null or NaN")
             if role == "data.answer_key" and _is_empty(value):
                 empty += 1
+            if role == "data.prompt_key":
+                try:
+                    _messages(value, "")
+                except ValueError as err:
+                    raise DataError(f"{where}: row {i + 1}: field {key!r} ({role}): {err}") from None
     return table.num_rows, empty
 
 
@@ -165,9 +170,10 @@ def _messages(prompt, suffix: str) -> list[dict]:
         return [{"role": "user", "content": (prompt + (" " + suffix if suffix else "")).strip()}]
     if isinstance(prompt, np.ndarray):
         prompt = prompt.tolist()
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt):
+    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                   for m in prompt):
         return [{"role": str(m.get("role", "user")), "content": str(m["content"])} for m in prompt]
-    raise ValueError(f"expected a string or a list of chat messages, got {type(prompt).__name__}")
+    raise ValueError(f"expected a string or a list of chat messages ({{role, content: string}}), got {prompt!r:.80}")
 
 
 def _gold(value) -> str:

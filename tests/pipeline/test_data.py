@@ -170,6 +170,12 @@ def test_empty_answers_are_counted_and_all_empty_is_an_error(tmp_path):
         inspect_source(every, "auto", "prompt", "answer")
 
 
+def test_malformed_prompt_names_file_row_and_field(tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "answer": "1"}, {"prompt": [{"role": "user"}], "answer": "2"}]
+    with pytest.raises(DataError, match=r"bad_prompt\.parquet: row 2: field 'prompt' .*chat messages"):
+        inspect_source(_parquet(tmp_path / "bad_prompt.parquet", rows), "auto", "prompt", "answer")
+
+
 def test_non_utf8_bytes_name_file_row_and_field(tmp_path):
     path = tmp_path / "bytes.jsonl"
     path.write_bytes(b'{"problem": "ok", "answer": "1"}\n{"problem": "bad \xff\xfe", "answer": "2"}\n')
