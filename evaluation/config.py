@@ -72,6 +72,12 @@ class EvalConfig:
         for b in self.benchmarks:
             require(self.k_for(b) >= 1, "k", f"must be >= 1 for {b!r}")
             self.n_for(b)
+        for b in self.benchmarks:
+            limit = self.limit_for(b)
+            require(limit is None or limit > 0, "limit", f"must be > 0 or null (all) for {b!r}, got {limit}")
+        require("{question}" in self.prompt_template, "prompt_template",
+                "must contain {question} (where the problem goes)")
+        require(bool(self.endpoint), "endpoint", "must not be empty")
         require(self.concurrency >= 1, "concurrency", f"must be >= 1, got {self.concurrency}")
         require(self.max_retries >= 0, "max_retries", f"must be >= 0, got {self.max_retries}")
         require(self.max_tokens > 0, "max_tokens", f"must be > 0, got {self.max_tokens}")

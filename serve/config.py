@@ -100,6 +100,8 @@ class ServeConfig:
                             "max_ongoing_requests": self.max_ongoing_requests}.items():
             require(value > 0, name, f"must be > 0, got {value}")
         require(self.ingress_cpus >= 0, "ingress_cpus", f"must be >= 0, got {self.ingress_cpus}")
+        for name in ("follow_name", "host", "app_name"):
+            require(bool(getattr(self, name)), name, "must not be empty")
         require(1 <= self.port <= 65535, "port", f"must be in [1, 65535], got {self.port}")
         a = self.autoscaling
         require(1 <= a.min_replicas <= a.max_replicas, "autoscaling.min_replicas",
