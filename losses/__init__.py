@@ -1,6 +1,6 @@
 """Losses for RLVR: advantages, EAPO credit shaping, four-quadrant tools, policy losses, aggregation.
 
-Imports only torch / numpy / stdlib. Public entry point: ``build_algorithm(cfg)``.
+Imports only torch, numpy, the stdlib and ``core`` (no Ray, no vLLM). Public entry point: ``build_algorithm(cfg)``.
 """
 from .aggregation import Normalizer
 from .registry import algorithm_defaults, build_algorithm, known_algorithms, register
