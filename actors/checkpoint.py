@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipeline.run_dir import checkpoint_dir, list_checkpoints
+from core.run_dir import checkpoint_dir, list_checkpoints
 
 DS_TAG = "deepspeed"
 
@@ -43,12 +43,17 @@ def save_checkpoint(engine, cfg, step: int, rank: int, tokenizer_path: str) -> s
     _barrier()
     if rank == 0:
         with open(os.path.join(path, "state.json"), "w") as f:
-            json.dump({"step": step, "algorithm": cfg.algorithm.get("name")}, f)
+            json.dump({"step": step, "algorithm": cfg.algorithm.name}, f)
         open(os.path.join(path, "COMPLETE"), "w").close()
-        for old_step, old_path in list_checkpoints(cfg.run_dir)[: -cfg.trainer.keep_checkpoints]:
+        for old_path in checkpoints_to_remove(cfg):
             shutil.rmtree(old_path, ignore_errors=True)
     _barrier()
     return path
+
+
+def checkpoints_to_remove(cfg) -> list[str]:
+    """Complete checkpoints of ``run_dir`` beyond the newest ``trainer.keep_checkpoints`` (oldest first)."""
+    return [path for _, path in list_checkpoints(cfg.run_dir)[: -cfg.trainer.keep_checkpoints]]
 
 
 def _full_state_dict(engine):

@@ -12,14 +12,15 @@ from __future__ import annotations
 import ray
 
 from actors.rollout import make_engine
+from core.engine import EngineConfig
 
 
 @ray.remote
 class BenchmarkEvaluator:
     """One vLLM engine on one checkpoint; scores prompt sets with n samples each."""
 
-    def __init__(self, model_path: str, engine: dict, seed: int):
-        self.llm = make_engine(model_path, seed=seed, **engine)
+    def __init__(self, model_path: str, engine: EngineConfig, on_cpu: bool):
+        self.llm = make_engine(model_path, engine, on_cpu)
 
     def scores(self, prompt_ids: list[list[int]], golds: list[str], sampling: dict, timeout_s: float) -> list[list[float]]:
         from vllm import SamplingParams
@@ -46,7 +47,42 @@ def benchmark_prompts(name: str, tokenizer, data_dir: str, limit: int | None) ->
     return [list(map(int, x)) for x in ids], [p.gold for p in problems]
 
 
-def evaluate_checkpoint(cfg, checkpoint: str, engine: dict) -> dict[str, float]:
+def eval_sampling(cfg) -> dict:
+    """``SamplingParams`` arguments of the benchmark evaluation (``periodic_eval.*``, the run's ``seed``)."""
+    pe = cfg.periodic_eval
+    return {"n": pe.n, "temperature": pe.temperature, "top_p": pe.top_p, "max_tokens": pe.max_tokens, "seed": cfg.seed}
+
+
+def evaluator_resources(cfg) -> dict:
+    """Ray resources of the evaluator actor: ``periodic_eval.cpus`` CPUs, the rollout engines' GPUs."""
+    return {"num_cpus": cfg.periodic_eval.cpus, "num_gpus": cfg.rollout.gpus_per_actor}
+
+
+def eval_problems(cfg, name: str, tokenizer) -> tuple[list[list[int]], list[str], int]:
+    """(prompt ids, golds, problems skipped) of benchmark ``name`` for ``cfg.periodic_eval``: the first
+    ``limit`` problems under ``data_dir``, less those whose prompt plus ``max_tokens`` exceeds
+    ``rollout.max_model_len``."""
+    pe = cfg.periodic_eval
+    prompts, golds = benchmark_prompts(name, tokenizer, cfg.data_dir, pe.limit)
+    fits = [i for i, p in enumerate(prompts) if len(p) + pe.max_tokens <= cfg.rollout.max_model_len]
+    return [prompts[i] for i in fits], [golds[i] for i in fits], len(prompts) - len(fits)
+
+
+def eval_plan(cfg, tokenizer) -> dict[str, tuple[list[list[int]], list[str], int]]:
+    """:func:`eval_problems` of every benchmark in ``periodic_eval.benchmarks``."""
+    return {name: eval_problems(cfg, name, tokenizer) for name in cfg.periodic_eval.benchmarks}
+
+
+def summarise_scores(cfg, name: str, scores: list[list[float]]) -> dict[str, float]:
+    """``eval/<name>/avg@k`` and ``pass@k`` (percent, k = ``periodic_eval.k``) of per-problem sample scores."""
+    from evaluation.metrics import benchmark_metrics
+
+    k = cfg.periodic_eval.k
+    m = benchmark_metrics(scores, k)
+    return {f"eval/{name}/avg@{k}": m["avg"], f"eval/{name}/pass@{k}": m["pass"]}
+
+
+def evaluate_checkpoint(cfg, checkpoint: str) -> dict[str, float]:
     """``eval/<benchmark>/avg@k`` and ``pass@k`` (percent) of ``checkpoint`` for ``cfg.periodic_eval``.
 
     Problems whose prompt plus ``max_tokens`` exceeds ``rollout.max_model_len`` are left out and
@@ -54,27 +90,20 @@ def evaluate_checkpoint(cfg, checkpoint: str, engine: dict) -> dict[str, float]:
     """
     from transformers import AutoTokenizer
 
-    from evaluation.metrics import benchmark_metrics
+    from core.engine import engine_config, engines_on_cpu
 
-    pe = cfg.periodic_eval
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    sampling = {"n": pe.n, "temperature": pe.temperature, "top_p": pe.top_p, "max_tokens": pe.max_tokens,
-                "seed": cfg.seed}
-    actor = BenchmarkEvaluator.options(num_cpus=pe.cpus, num_gpus=cfg.rollout.gpus_per_actor).remote(
-        checkpoint, engine, cfg.seed)
+    actor = BenchmarkEvaluator.options(**evaluator_resources(cfg)).remote(checkpoint, engine_config(cfg),
+                                                                          engines_on_cpu(cfg))
     out: dict[str, float] = {}
     try:
-        for name in pe.benchmarks:
-            prompts, golds = benchmark_prompts(name, tokenizer, cfg.data_dir, pe.limit)
-            fits = [i for i, p in enumerate(prompts) if len(p) + pe.max_tokens <= cfg.rollout.max_model_len]
-            out[f"eval/{name}/num_problems"] = float(len(fits))
-            out[f"eval/{name}/skipped_too_long"] = float(len(prompts) - len(fits))
-            if not fits:
+        for name, (prompts, golds, skipped) in eval_plan(cfg, tokenizer).items():
+            out[f"eval/{name}/num_problems"] = float(len(prompts))
+            out[f"eval/{name}/skipped_too_long"] = float(skipped)
+            if not prompts:
                 continue
-            scores = ray.get(actor.scores.remote([prompts[i] for i in fits], [golds[i] for i in fits], sampling,
-                                                 cfg.rollout.verifier_timeout_s))
-            m = benchmark_metrics(scores, pe.k)
-            out[f"eval/{name}/avg@{pe.k}"], out[f"eval/{name}/pass@{pe.k}"] = m["avg"], m["pass"]
+            scores = ray.get(actor.scores.remote(prompts, golds, eval_sampling(cfg), cfg.rollout.verifier_timeout_s))
+            out.update(summarise_scores(cfg, name, scores))
     finally:
         ray.kill(actor)
     return out

@@ -1,4 +1,4 @@
-"""Per-token log-probs and entropies of the policy on a :class:`~pipeline.batch.TrainBatch`.
+"""Per-token log-probs and entropies of the policy on a :class:`~core.batch.TrainBatch`.
 
 Only response positions are projected onto the vocabulary, in chunks
 (``losses.entropy.logprobs_and_entropy``), so memory is O(chunk x V) rather than O(B x T x V).

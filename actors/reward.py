@@ -14,17 +14,21 @@ from collections import Counter
 
 import numpy as np
 
+from core.config import Config
+
 
 class Scorer:
     """Verifier rewards, overlong shaping and the algorithm's group advantages (see module docstring)."""
 
-    def __init__(self, algorithm_cfg: dict, reward_correct: float, reward_wrong: float, timeout_s: float,
-                 max_tokens: int):
+    def __init__(self, cfg: Config):
+        """From the run's config: ``algorithm`` (advantages, overlong shaping), ``rollout.reward_correct`` /
+        ``reward_wrong``, ``rollout.verifier_timeout_s``, ``rollout.max_tokens`` (the overlong limit)."""
         from losses import build_algorithm
 
-        self.algo = build_algorithm(algorithm_cfg)
-        self.correct, self.wrong, self.timeout_s = reward_correct, reward_wrong, timeout_s
-        self.max_tokens = max_tokens
+        r = cfg.rollout
+        self.algo = build_algorithm(cfg.algorithm)
+        self.correct, self.wrong, self.timeout_s = r.reward_correct, r.reward_wrong, r.verifier_timeout_s
+        self.max_tokens = r.max_tokens
 
     def score(self, texts: list[str], golds: list[str], lengths: list[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(rewards [N] float32, correct [N] bool, verifier reasons [N]) for N responses and their golds."""

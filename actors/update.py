@@ -15,6 +15,13 @@ The training forward encodes each group's prompt once for its G responses
 Both multiply each token's loss by the truncated importance weight min(π_old/μ, C) when the IS
 correction is on (``losses.is_correction``): μ is the rollout engine's behaviour policy.
 
+With ``algorithm.kl_coef`` β > 0 each micro-batch is also forwarded, without grad, through the frozen
+reference policy (the run's initial checkpoint, ``actors.train_worker.build_reference``); its log-probs
+enter the loss's β·agg(KL(π_θ ‖ π_ref)) term (``losses.kl``, estimator ``algorithm.kl_estimator``).
+
+Dr.GRPO's constant L (``seq_mean_token_sum_norm``) is ``algorithm.max_response_length``, or the generation
+limit ``rollout.max_tokens`` when that is null.
+
 Entropies for credit shaping (EAPO, quadrants, Forking) are those of π_old, the weights being
 updated. Under staleness k they are k updates newer than the sampler's: the engine returns only the
 sampled token's log-prob, and the full-vocabulary entropy of μ would cost a V-wide output per token.
@@ -84,27 +91,57 @@ class _Stats:
         return {k: float(np.mean(v)) for k, v in self.values.items()}
 
 
-def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _Stats, logprobs=None, entropy=None):
+def forward_kwargs(cfg) -> dict:
+    """How every training forward projects onto the vocabulary: rows come in groups of ``rollout.n``
+    sharing a prompt, logits divided by ``rollout.temperature`` (as the sampler's), ``trainer.logprob_chunk_size``
+    tokens per chunk (memory only: the results do not depend on it)."""
+    return {"group_size": cfg.rollout.n, "temperature": cfg.rollout.temperature,
+            "chunk_size": cfg.trainer.logprob_chunk_size}
+
+
+def importance_weights(cfg, old_logprobs, part):
+    """(w [b, T], metrics) of the truncated IS correction min(π_old/μ, ``trainer.is_cap``) when it is on
+    (:func:`is_correction_on`), else None."""
+    if not is_correction_on(cfg):
+        return None
+    return truncated_is_weights(old_logprobs, part.behaviour_logprobs, part.response_mask, cfg.trainer.is_cap)
+
+
+@torch.no_grad()
+def reference_logprobs(reference, part, cfg) -> torch.Tensor:
+    """log π_ref(o_t | s_t) [b, T] of the frozen reference policy (temperature-scaled like the policy's)."""
+    return policy_logprobs_entropy(reference, part, **forward_kwargs(cfg))[0]
+
+
+def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _Stats, logprobs=None, entropy=None,
+                reference=None):
     """Loss of one micro-batch, backward and (at the accumulation boundary) the optimizer step."""
-    t = cfg.trainer
     if logprobs is None:
-        logprobs, entropy = policy_logprobs_entropy(engine.module, part, cfg.rollout.n, cfg.rollout.temperature,
-                                                    t.logprob_chunk_size)
-    if is_correction_on(cfg):
-        w, is_metrics = truncated_is_weights(old_lp, part.behaviour_logprobs, part.response_mask, t.is_cap)
+        logprobs, entropy = policy_logprobs_entropy(engine.module, part, **forward_kwargs(cfg))
+    weights = importance_weights(cfg, old_lp, part)
+    if weights is not None:
+        w, is_metrics = weights
         credit = Credit(credit.advantages, credit.token_weight * w)
         stats.add(**is_metrics)
-    out = algo.policy_loss(logprobs, old_lp, credit, part.response_mask, norm, entropy=entropy)
+    ref_lp = reference_logprobs(reference, part, cfg) if reference is not None else None
+    out = algo.policy_loss(logprobs, old_lp, credit, part.response_mask, norm, ref_logprobs=ref_lp, entropy=entropy)
     engine.backward(out.loss)
     grad_norm = local_grad_norm(engine) if engine.is_gradient_accumulation_boundary() else None
     engine.step()
     stats.add(clip_fraction=out.metrics["clip_fraction"], approx_kl=out.metrics["approx_kl"])
+    if "kl_loss" in out.metrics:
+        stats.add(kl_loss=out.metrics["kl_loss"])
     return out.metrics["pg_loss"], grad_norm
 
 
-def _normalizer(batch_mask, cfg, world: int, grad_accum: int) -> Normalizer:
+def response_length_constant(cfg, algo) -> float:
+    """L of ``seq_mean_token_sum_norm``: ``algorithm.max_response_length``, else ``rollout.max_tokens``."""
+    return float(algo.config.max_response_length or cfg.rollout.max_tokens)
+
+
+def _normalizer(batch_mask, cfg, algo, world: int, grad_accum: int) -> Normalizer:
     tokens, seqs = all_reduce_sum([float(batch_mask.sum()), float(batch_mask.any(-1).sum())])
-    return Normalizer(tokens, seqs, float(cfg.rollout.max_tokens), world, grad_accum)
+    return Normalizer(tokens, seqs, response_length_constant(cfg, algo), world, grad_accum)
 
 
 def _finish_optimizer_step(engine, stats: _Stats, loss_sum: float, grad_norm) -> None:
@@ -113,19 +150,18 @@ def _finish_optimizer_step(engine, stats: _Stats, loss_sum: float, grad_norm) ->
     stats.add(grad_norm=float(reported) if reported is not None else grad_norm)
 
 
-def fused_update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResult:
+def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
     """One optimizer step, one forward per micro-batch of whole groups (see module docstring)."""
     stats, loss_sum, grad_norm = _Stats(), 0.0, None
-    norm = _normalizer(batch.response_mask, cfg, world, batch.size // micro)
+    norm = _normalizer(batch.response_mask, cfg, algo, world, batch.size // micro)
     parts: list[tuple] = []
     for u0 in range(0, batch.size, micro):
         part = batch.rows(slice(u0, u0 + micro))
-        lp, ent = policy_logprobs_entropy(engine.module, part, cfg.rollout.n, cfg.rollout.temperature,
-                                          cfg.trainer.logprob_chunk_size)
+        lp, ent = policy_logprobs_entropy(engine.module, part, **forward_kwargs(cfg))
         old_lp, old_ent = lp.detach(), ent.detach()
         adv_tok = part.advantages[:, None] * part.response_mask
         credit = algo.shape_credit(adv_tok, old_ent, old_lp, part.response_mask, part.group_ids)
-        pg, gn = _micro_loss(engine, algo, part, old_lp, credit, norm, cfg, stats, lp, ent)
+        pg, gn = _micro_loss(engine, algo, part, old_lp, credit, norm, cfg, stats, lp, ent, reference)
         loss_sum, grad_norm = loss_sum + pg, gn if gn is not None else grad_norm
         parts.append((old_lp, old_ent, credit))
     _finish_optimizer_step(engine, stats, loss_sum, grad_norm)
@@ -133,28 +169,29 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResu
     return UpdateResult(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), credit, stats.means())
 
 
-def separate_update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResult:
+def separate_update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
     """Old-policy pass, batch-wide credit, then epochs × mini-batches of optimizer steps."""
     t = cfg.trainer
-    old_lp, old_ent = old_policy_stats(engine.module, batch, micro, cfg.rollout.temperature, t.logprob_chunk_size,
-                                       cfg.rollout.n)
+    old_lp, old_ent = old_policy_stats(engine.module, batch, micro, **forward_kwargs(cfg))
     adv_tok = batch.advantages[:, None] * batch.response_mask
     credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
     mini = batch.size // t.mini_batches_per_step
     stats = _Stats()
     for _ in range(t.epochs_per_step):
         for m0 in range(0, batch.size, mini):
-            norm = _normalizer(batch.response_mask[m0: m0 + mini], cfg, world, mini // micro)
+            norm = _normalizer(batch.response_mask[m0: m0 + mini], cfg, algo, world, mini // micro)
             loss_sum, grad_norm = 0.0, None
             for u0 in range(m0, m0 + mini, micro):
                 sub = slice(u0, u0 + micro)
-                pg, gn = _micro_loss(engine, algo, batch.rows(sub), old_lp[sub], credit[sub], norm, cfg, stats)
+                pg, gn = _micro_loss(engine, algo, batch.rows(sub), old_lp[sub], credit[sub], norm, cfg, stats,
+                                     reference=reference)
                 loss_sum, grad_norm = loss_sum + pg, gn if gn is not None else grad_norm
             _finish_optimizer_step(engine, stats, loss_sum, grad_norm)
     return UpdateResult(old_lp, old_ent, credit, stats.means())
 
 
-def update(engine, algo, batch, cfg, world: int, micro: int) -> UpdateResult:
-    """The step's update by the fused path when it is exact, else the separate one."""
+def update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
+    """The step's update by the fused path when it is exact, else the separate one; ``reference``: the
+    frozen KL reference policy (None without a KL term)."""
     path = fused_update if fused(cfg, algo, micro) else separate_update
-    return path(engine, algo, batch, cfg, world, micro)
+    return path(engine, algo, batch, cfg, world, micro, reference)

@@ -1,6 +1,6 @@
 """Evaluation benchmarks, normalised to ``Problem(id, prompt, gold)``.
 
-Each benchmark is a ``BenchmarkSpec`` in ``REGISTRY`` (keyed by name). It loads from a local folder
+Each benchmark is a ``BenchmarkSpec`` in ``REGISTRY`` (a ``core.registry.Registry`` keyed by name). It loads from a local folder
 ``<data_dir>/benchmarks/<name>/test.jsonl`` when present, else from its public dataset id (needs the
 ``datasets`` package and network). The data dir defaults to ``../shared/data`` relative to the repo
 root and is overridden by the ``EAPO_DATA_DIR`` environment variable or an explicit argument.
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from core.registry import Registry
 from evaluation.extract import last_boxed
 from evaluation.verifier import normalize_gold
 
@@ -74,19 +75,18 @@ class BenchmarkSpec:
     dataset_config: str | None = None
 
 
-REGISTRY: dict[str, BenchmarkSpec] = {
-    spec.name: spec
-    for spec in [
-        BenchmarkSpec("aime24", "math-ai/aime24", "test", _first_present("problem", "question"), _field("answer")),
-        BenchmarkSpec("aime25", "math-ai/aime25", "test", _first_present("question", "problem"), _field("answer")),
-        BenchmarkSpec("amc23", "math-ai/amc23", "test", _first_present("problem", "question"), _field("answer")),
-        BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", "test", _field("problem"), _field("answer")),
-        BenchmarkSpec("minerva_math", "math-ai/minervamath", "test", _field("problem"), _minerva_gold),
-        BenchmarkSpec("olympiadbench", "Hothan/OlympiadBench", "train", _field("question"),
-                      _field("final_answer"), dataset_config="OE_TO_maths_en_COMP"),
-        BenchmarkSpec("gsm8k", "openai/gsm8k", "test", _field("question"), _gsm8k_gold, dataset_config="main"),
-    ]
-}
+REGISTRY: Registry[BenchmarkSpec] = Registry("benchmark", key="benchmarks")
+for _spec in [
+    BenchmarkSpec("aime24", "math-ai/aime24", "test", _first_present("problem", "question"), _field("answer")),
+    BenchmarkSpec("aime25", "math-ai/aime25", "test", _first_present("question", "problem"), _field("answer")),
+    BenchmarkSpec("amc23", "math-ai/amc23", "test", _first_present("problem", "question"), _field("answer")),
+    BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", "test", _field("problem"), _field("answer")),
+    BenchmarkSpec("minerva_math", "math-ai/minervamath", "test", _field("problem"), _minerva_gold),
+    BenchmarkSpec("olympiadbench", "Hothan/OlympiadBench", "train", _field("question"),
+                  _field("final_answer"), dataset_config="OE_TO_maths_en_COMP"),
+    BenchmarkSpec("gsm8k", "openai/gsm8k", "test", _field("question"), _gsm8k_gold, dataset_config="main"),
+]:
+    REGISTRY.add(_spec.name, _spec)
 
 
 def data_dir(override: str | None = None) -> Path:
@@ -124,9 +124,7 @@ def load_benchmark(
     limit: int | None = None,
 ) -> list[Problem]:
     """Load benchmark ``name`` as a list of ``Problem`` (first ``limit`` items if given)."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown benchmark {name!r}; known: {sorted(REGISTRY)}")
-    spec = REGISTRY[name]
+    spec = REGISTRY.get(name)
     path = data_dir(data_dir_override) / "benchmarks" / name / "test.jsonl"
     rows = _read_jsonl(path) if path.exists() else _rows_from_hub(spec)
     where = str(path) if path.exists() else spec.dataset_id

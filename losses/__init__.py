@@ -1,9 +1,9 @@
 """Losses for RLVR: advantages, EAPO credit shaping, four-quadrant tools, policy losses, aggregation.
 
-Imports only torch / numpy / stdlib. Public entry point: ``build_algorithm(cfg)``.
+Imports only torch, numpy, the stdlib and ``core`` (no Ray, no vLLM). Public entry point: ``build_algorithm(cfg)``.
 """
 from .aggregation import Normalizer
-from .registry import build_algorithm, known_algorithms, register
+from .registry import algorithm_defaults, build_algorithm, known_algorithms, register
 from .types import Credit, LossOutput
 
-__all__ = ["build_algorithm", "known_algorithms", "register", "Normalizer", "Credit", "LossOutput"]
+__all__ = ["algorithm_defaults", "build_algorithm", "known_algorithms", "register", "Normalizer", "Credit", "LossOutput"]

@@ -10,37 +10,34 @@ from typing import Callable
 
 import torch
 
+from core.registry import Registry
+
 from .group_stats import group_index, group_reward_mean_std
 
 Estimator = Callable[..., torch.Tensor]
-_ESTIMATORS: dict[str, Estimator] = {}
+ESTIMATORS: Registry[Estimator] = Registry("advantage estimator", key="advantage_estimator")
 
 # Estimators without a baseline: Â = r, so they need signed rewards (+1 correct, −1 wrong). With 0/1
 # rewards a wrong answer gets Â = 0 and teaches nothing. See ``Algorithm.requires_signed_rewards``.
 SIGNED_REWARD_ESTIMATORS = frozenset({"reward"})
+# Estimators with a group baseline: a group of one response (G = 1) gets Â = 0, so they need G ≥ 2.
+GROUP_RELATIVE_ESTIMATORS = frozenset({"grpo", "dr_grpo", "rloo"})
 
 
 def advantage_estimator(name: str):
     """Decorator registering an estimator ``fn(rewards, group_ids, eps) -> [B]`` under ``name``."""
-
-    def wrap(fn: Estimator) -> Estimator:
-        _ESTIMATORS[name] = fn
-        return fn
-
-    return wrap
+    return ESTIMATORS.register(name)
 
 
 def known_estimators() -> list[str]:
     """Sorted names of the registered estimators."""
-    return sorted(_ESTIMATORS)
+    return ESTIMATORS.names()
 
 
 def compute_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, estimator: str = "grpo",
                        eps: float = 1e-6) -> torch.Tensor:
     """Dispatch to the estimator ``estimator``; rewards [B], group_ids [B] -> [B]."""
-    if estimator not in _ESTIMATORS:
-        raise ValueError(f"advantage_estimator: unknown {estimator!r}; known: {known_estimators()}")
-    out = _ESTIMATORS[estimator](rewards, group_ids, eps)
+    out = ESTIMATORS.get(estimator)(rewards, group_ids, eps)
     return out.to(rewards.dtype if rewards.is_floating_point() else torch.float32)
 
 

@@ -29,6 +29,8 @@ from typing import Callable
 
 import torch
 
+from core.registry import Registry
+
 
 @dataclass(frozen=True)
 class Normalizer:
@@ -60,22 +62,17 @@ def make_normalizer(response_mask: torch.Tensor, dp_world_size: int = 1, grad_ac
 
 
 Aggregator = Callable[[torch.Tensor, torch.Tensor, Normalizer], torch.Tensor]
-_AGGREGATORS: dict[str, Aggregator] = {}
+AGGREGATIONS: Registry[Aggregator] = Registry("aggregation", key="aggregation")
 
 
 def aggregator(name: str):
     """Decorator registering ``fn(masked_loss [b,T], mask [b,T] bool, norm) -> Σ_i c_i`` under ``name``."""
-
-    def wrap(fn: Aggregator) -> Aggregator:
-        _AGGREGATORS[name] = fn
-        return fn
-
-    return wrap
+    return AGGREGATIONS.register(name)
 
 
 def known_aggregations() -> list[str]:
     """Sorted names of the aggregation modes."""
-    return sorted(_AGGREGATORS)
+    return AGGREGATIONS.names()
 
 
 def aggregate(token_loss: torch.Tensor, response_mask: torch.Tensor, norm: Normalizer,
@@ -84,11 +81,10 @@ def aggregate(token_loss: torch.Tensor, response_mask: torch.Tensor, norm: Norma
 
     token_loss [b, T] (padding may hold anything, even NaN), response_mask [b, T] bool/0-1.
     """
-    if mode not in _AGGREGATORS:
-        raise ValueError(f"aggregation: unknown {mode!r}; known: {known_aggregations()}")
+    fn = AGGREGATIONS.get(mode)
     m = response_mask.bool()
     masked = torch.where(m, token_loss, torch.zeros((), dtype=token_loss.dtype, device=token_loss.device))
-    return _AGGREGATORS[mode](masked, m, norm) * norm.scale
+    return fn(masked, m, norm) * norm.scale
 
 
 @aggregator("token_mean")

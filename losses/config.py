@@ -1,32 +1,26 @@
 """Algorithm configuration: a dataclass per algorithm family, built from a YAML mapping.
 
-Unknown keys and invalid values raise ``ValueError`` whose message starts with the field name.
+The dataclasses carry types, documentation and validation; the values live in ``configs/algorithm/``
+(``base.yaml`` plus one file per algorithm). Unknown, missing and invalid keys raise
+:class:`~core.typed.ConfigError` (a ``ValueError``) whose message starts with the field name.
 YAML 1.1 reads ``1e-6`` as a string, so numbers given as strings are coerced.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from core.typed import ConfigError, build
 
 from .advantages import known_estimators
 from .aggregation import known_aggregations
 from .kl import KL_ESTIMATORS
 
 
-def to_plain(value):
-    """Mapping / list-like (dict, OmegaConf DictConfig / ListConfig) -> dict / tuple, recursively."""
-    if isinstance(value, Mapping) or (hasattr(value, "items") and hasattr(value, "keys")):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return tuple(to_plain(v) for v in value)
-    return value
-
-
 def fail(field: str, message: str):
-    """Raise ``ValueError("<field>: <message>")``."""
-    raise ValueError(f"{field}: {message}")
+    """Raise ``ConfigError`` (a ``ValueError``) with the message ``"<field>: <message>"``."""
+    raise ConfigError(field, message)
 
 
 def check_number(cfg, field: str, lo: float | None = None, hi: float | None = None,
@@ -74,7 +68,7 @@ def check_subset(cfg, field: str, choices) -> None:
 
 @dataclass
 class AlgorithmConfig:
-    """Keys shared by every algorithm (see configs/algorithm/*.yaml for their trade-offs).
+    """Keys shared by every algorithm (values and trade-offs: configs/algorithm/base.yaml).
 
     The last four act on data and are applied by the pipeline, not by ``losses``: DAPO dynamic
     sampling (arXiv 2503.14476; drop groups whose G rewards are all equal, see
@@ -84,21 +78,21 @@ class AlgorithmConfig:
     overlong_buffer)``; 0 = off; the buffer must not exceed the rollout's max_tokens).
     """
 
-    name: str = ""
-    advantage_estimator: str = "grpo"
-    adv_eps: float = 1e-6
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    dual_clip: float | None = None
-    aggregation: str = "token_mean"
-    max_response_length: int | None = None
-    kl_coef: float = 0.0
-    kl_estimator: str = "k3"
-    entropy_coef: float = 0.0
-    dynamic_sampling: bool = False
-    max_sampling_rounds: int = 3
-    overlong_buffer: int = 0
-    overlong_penalty_factor: float = 1.0
+    name: str
+    advantage_estimator: str
+    adv_eps: float
+    clip_low: float
+    clip_high: float
+    dual_clip: float | None
+    aggregation: str
+    max_response_length: int | None
+    kl_coef: float
+    kl_estimator: str
+    entropy_coef: float
+    dynamic_sampling: bool
+    max_sampling_rounds: int
+    overlong_buffer: int
+    overlong_penalty_factor: float
 
     def __post_init__(self):
         self.validate()
@@ -112,6 +106,9 @@ class AlgorithmConfig:
         check_number(self, "dual_clip", 1.0, lo_open=True, allow_none=True)
         check_choice(self, "aggregation", known_aggregations())
         check_number(self, "max_response_length", 1, allow_none=True, integer=True)
+        if self.max_response_length is not None and self.aggregation != "seq_mean_token_sum_norm":
+            fail("max_response_length", f"{self.max_response_length} is only read by aggregation="
+                                        f"seq_mean_token_sum_norm (Dr.GRPO's constant L), got aggregation={self.aggregation!r}")
         check_number(self, "kl_coef", 0.0)
         check_choice(self, "kl_estimator", KL_ESTIMATORS)
         check_number(self, "entropy_coef", 0.0)
@@ -122,10 +119,6 @@ class AlgorithmConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping) -> "AlgorithmConfig":
-        """Build from a plain mapping; unknown keys -> ValueError naming them."""
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - allowed)
-        if unknown:
-            fail(unknown[0], f"unknown key(s) {unknown} for algorithm {mapping.get('name')!r}; "
-                             f"allowed: {sorted(allowed)}")
-        return cls(**mapping)
+        """Build from a mapping that holds every key (``core.typed.build``: unknown, missing or mistyped
+        keys raise ``ConfigError`` naming them), then :meth:`validate`."""
+        return build(cls, mapping)

@@ -9,17 +9,17 @@ from typing import Callable
 
 import torch
 
-_KL: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "k1": lambda log_r: -log_r,
-    "k2": lambda log_r: 0.5 * log_r.pow(2),
-    "k3": lambda log_r: torch.expm1(log_r) - log_r,
-}
-KL_ESTIMATORS = tuple(_KL)
+from core.registry import Registry
+
+KL: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("KL estimator", key="kl_estimator")
+KL.add("k1", lambda log_r: -log_r)
+KL.add("k2", lambda log_r: 0.5 * log_r.pow(2))
+KL.add("k3", lambda log_r: torch.expm1(log_r) - log_r)
+KL_ESTIMATORS = tuple(KL.names())
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
     """Per-token KL estimate [b, T]; logprobs (with grad) and ref_logprobs [b, T]; log r clamped to ±20."""
-    if estimator not in _KL:
-        raise ValueError(f"kl_estimator: unknown {estimator!r}; known: {list(KL_ESTIMATORS)}")
+    fn = KL.get(estimator)
     log_r = (ref_logprobs.detach() - logprobs).clamp(-20.0, 20.0)
-    return _KL[estimator](log_r)
+    return fn(log_r)

@@ -1,7 +1,10 @@
-"""Algorithm registry: ``@register(name, **defaults)`` on an ``Algorithm`` subclass, ``build_algorithm(cfg)``.
+"""Algorithm registry: ``@register(name)`` on an ``Algorithm`` subclass, ``build_algorithm(cfg)``.
 
-Adding an algorithm = one module in ``losses/algorithms/`` (auto-imported) + ``configs/algorithm/<name>.yaml``.
-Precedence of values: the class's Config defaults < ``register`` defaults < the YAML mapping.
+Adding an algorithm = one module in ``losses/algorithms/`` (auto-imported) + ``configs/algorithm/<name>.yaml``
+(Hydra ``defaults: [base]`` or its family's file, then the keys that differ). The registry maps names to
+classes only: every value comes from the YAML. ``build_algorithm({"name": "dapo", "clip_high": 0.3})`` composes
+``configs/algorithm/dapo.yaml`` (``core.config_files``, the same values Hydra composes for ``algorithm=dapo``)
+and applies the given keys on top.
 
 What the pipeline drives on the built ``Algorithm`` (see ``losses.base``): ``compute_advantages`` on
 rewards; per RL step ``begin_step(step, total_steps)`` (training progress, e.g. A3PO's decay) before
@@ -16,21 +19,11 @@ import importlib
 import pkgutil
 from collections.abc import Mapping
 
-from .config import fail, to_plain
+from core.config_files import CONFIG_DIR, compose_option
+from core.registry import Registry
+from core.typed import plain
 
-_REGISTRY: dict[str, tuple[type, dict]] = {}
-
-
-def register(name: str, **defaults):
-    """Class decorator: make ``cls`` buildable as ``name`` with preset config ``defaults``."""
-
-    def wrap(cls):
-        if name in _REGISTRY and _REGISTRY[name][0] is not cls:
-            raise ValueError(f"name: algorithm {name!r} registered twice")
-        _REGISTRY[name] = (cls, dict(defaults))
-        return cls
-
-    return wrap
+from .config import AlgorithmConfig, fail
 
 
 def _load_algorithms() -> None:
@@ -40,24 +33,37 @@ def _load_algorithms() -> None:
         importlib.import_module(f"{algorithms.__name__}.{mod.name}")
 
 
+ALGORITHMS: Registry = Registry("algorithm", key="name", load=_load_algorithms)
+
+
+def register(name: str):
+    """Class decorator: make ``cls`` buildable as ``name`` (its values: ``configs/algorithm/<name>.yaml``)."""
+    return ALGORITHMS.register(name)
+
+
 def known_algorithms() -> list[str]:
     """Sorted registered algorithm names."""
-    _load_algorithms()
-    return sorted(_REGISTRY)
+    return ALGORITHMS.names()
 
 
-def build_algorithm(cfg: Mapping):
-    """Algorithm instance from a mapping (dict / DictConfig) that contains ``name``.
+def algorithm_defaults(name: str) -> dict:
+    """Every key of ``configs/algorithm/<name>.yaml`` as Hydra composes it; {} if there is no such file."""
+    if not (CONFIG_DIR / "algorithm" / f"{name}.yaml").is_file():
+        return {}
+    return compose_option("algorithm", name)
 
-    Unknown name -> ValueError listing the known names; unknown or invalid keys -> ValueError
-    naming the field.
+
+def build_algorithm(cfg):
+    """Algorithm instance from an :class:`AlgorithmConfig` (already validated) or a mapping (dict /
+    DictConfig) that contains ``name``: the mapping's keys over the values of the algorithm's YAML.
+
+    Unknown name -> ``ConfigError`` (a ValueError) listing the known names; unknown, missing or invalid
+    keys -> ``ConfigError`` naming the field.
     """
-    plain = to_plain(cfg)
-    if not isinstance(plain, dict):
+    if isinstance(cfg, AlgorithmConfig):
+        return ALGORITHMS.get(cfg.name)(cfg)
+    given = plain(cfg)
+    if not isinstance(given, Mapping):
         fail("name", f"expected a mapping with a 'name' key, got {type(cfg).__name__}")
-    name = plain.get("name")
-    known = known_algorithms()
-    if name not in _REGISTRY:
-        fail("name", f"unknown algorithm {name!r}; known: {known}")
-    cls, defaults = _REGISTRY[name]
-    return cls(cls.Config.from_mapping({**defaults, **plain}))
+    cls = ALGORITHMS.get(given.get("name"))
+    return cls(cls.Config.from_mapping({**algorithm_defaults(given["name"]), **given}))

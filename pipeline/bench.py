@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -44,21 +43,21 @@ def bench(cfg, settings: list[int], warmup: int) -> list[dict]:
 
     from actors.weights import get_or_create_store
     from pipeline.data import prompt_table, read_prompts
+    from core.stages import HeldoutSet
     from pipeline.run import train
-    from pipeline.run_dir import read_metrics
-    from pipeline.setup import init_ray, prepare_policy, prepare_source
+    from core.run_dir import read_metrics
+    from pipeline.setup import init_ray, prepare_policy, prepare_source, source_spec
 
     init_path, tokenizer = prepare_policy(cfg)
     source = prepare_source(cfg, tokenizer)
     init_ray(cfg)
-    table = prompt_table(read_prompts(source, init_path, cfg.data.prompt_key, cfg.data.answer_key,
-                                      cfg.data.prompt_suffix, cfg.data.max_prompt_tokens))
+    table = prompt_table(read_prompts(source, init_path, cfg.data, *source_spec(cfg)[2:]), cfg.data.max_prompt_tokens)
     root, out = cfg.run_dir, []
     for staleness in settings:
         cfg.run_dir, cfg.rollout.staleness = os.path.join(root, f"staleness{staleness}"), staleness
         shutil.rmtree(cfg.run_dir, ignore_errors=True)
         store = get_or_create_store(0)
-        train(cfg, table, init_path, 0, tokenizer.pad_token_id, init_path, ([], []))
+        train(cfg, table, init_path, 0, tokenizer.pad_token_id, init_path, HeldoutSet([], []))
         ray.kill(store)
         out.append(summarise(read_metrics(cfg.run_dir), staleness, warmup))
     return out
@@ -67,17 +66,17 @@ def bench(cfg, settings: list[int], warmup: int) -> list[dict]:
 @hydra.main(config_path="../configs", config_name="bench", version_base=None)
 def main(hydra_cfg: DictConfig) -> None:
     from pipeline import config as config_mod
+    from pipeline.run import fail_cleanly
 
     b = OmegaConf.to_container(hydra_cfg.bench)
     job = OmegaConf.to_container(hydra_cfg, resolve=True)
     job.pop("bench")
     job["trainer"]["total_steps"] = b["steps"]
     try:
-        cfg = config_mod.resolve_paths(config_mod.load(job))
-    except config_mod.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    for line in bench(cfg, list(b["staleness"]), b["warmup"]):
+        lines = bench(config_mod.resolve_paths(config_mod.load(job)), list(b["staleness"]), b["warmup"])
+    except Exception as exc:  # noqa: BLE001 - config/data errors become one line, the rest re-raises
+        fail_cleanly(exc)
+    for line in lines:
         text = json.dumps(line)
         print(text, flush=True)
         if b["out"]:

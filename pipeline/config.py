@@ -1,167 +1,93 @@
 """Typed configuration of a training run, built from the Hydra YAML in ``configs/``.
 
-The YAML files are the only place defaults are written down (with their trade-offs); these
-dataclasses give them types, and :func:`load` rejects unknown keys, wrong types and invalid
-values with a message that names the field, before anything expensive starts.
+The YAML files are the only place values are written down (with their trade-offs); the dataclasses of
+``core.config`` give them types, and :func:`load` rejects unknown, missing and mistyped keys, invalid
+values and inconsistent combinations with a :class:`ConfigError` that names the key(s), before Ray,
+vLLM or DeepSpeed start. ``auto`` settings (``model.dtype``, ``model.gradient_checkpointing``) are
+resolved here, so the rest of the run reads concrete values.
+
+Outside a Hydra app, :func:`compose` gives the same :class:`Config` as ``python -m pipeline.run <overrides>``.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
+
+from core.config import Config, shards_per_step
+from core.engine import engine_config, engines_on_cpu
+from core.typed import ConfigError, build, require
+
+__all__ = ["Config", "ConfigError", "compose", "load", "resolve_paths", "shards_per_step", "validate"]
+
+#: Keys of the composed Hydra config that are not part of the run (Hydra's own, the preset selector).
+NOT_RUN_KEYS = ("hydra", "preset")
 
 
-@dataclass
-class ModelConfig:
-    kind: str = "tiny"
-    path: Optional[str] = None
-    dtype: str = "float32"
-    cache_dir: str = "~/.cache/eapo"
-    vocab_size: int = 512
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 2
-    num_kv_heads: int = 1
-    intermediate_size: int = 512
-    max_position_embeddings: int = 512
-    gradient_checkpointing: bool = False
+def _container(cfg: Any) -> dict:
+    """Plain dict of a DictConfig (interpolations resolved) or a dict; a missing ``???`` value names its key."""
+    if isinstance(cfg, dict):
+        return cfg
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-
-@dataclass
-class TaskConfig:
-    digits: int = 3
-    heldout_fraction: float = 0.1
-    num_train_prompts: int = 4096
-
-
-@dataclass
-class WarmStartConfig:
-    steps: int = 600
-    batch_size: int = 64
-    lr: float = 3.0e-3
-    num_examples: int = 4000
-    carry_noise: float = 0.7
-
-
-@dataclass
-class DataConfig:
-    source: str = "synthetic"
-    path: Optional[str] = None
-    format: str = "auto"
-    prompt_key: str = "prompt"
-    answer_key: str = "reward_model.ground_truth"
-    prompt_suffix: str = ""
-    max_prompt_tokens: int = 128
-    shuffle: bool = True
-
-
-@dataclass
-class RolloutConfig:
-    n: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 32
-    num_actors: int = 1
-    cpus_per_actor: float = 0.5
-    gpus_per_actor: float = 0.0
-    staleness: int = 0
-    kv_cache_mb: int = 256
-    enforce_eager: bool = True
-    max_model_len: int = 256
-    max_num_batched_tokens: int = 8192
-    reward_correct: float = 1.0
-    reward_wrong: float = 0.0
-    verifier_timeout_s: float = 5.0
-    stream_poll_s: float = 0.02
-
-
-@dataclass
-class TrainerConfig:
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    zero_stage: int = 0
-    lr: float = 1.0e-5
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    prompts_per_step: int = 16
-    mini_batches_per_step: int = 1
-    micro_batch_size: int = 64
-    epochs_per_step: int = 1
-    total_steps: int = 60
-    logprob_chunk_size: int = 1024
-    save_every: int = 20
-    keep_checkpoints: int = 2
-    is_correction: Any = "auto"
-    is_cap: float = 2.0
-
-
-@dataclass
-class HeldoutConfig:
-    size: int = 256
-    max_tokens: int = 32
-    every: int = 10
-
-
-@dataclass
-class PeriodicEvalConfig:
-    every: int = 0
-    benchmarks: list = field(default_factory=lambda: ["math500"])
-    k: int = 1
-    n: int = 1
-    limit: Optional[int] = 64
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tokens: int = 512
-    cpus: float = 0.0
-
-
-@dataclass
-class Config:
-    run_dir: str = "runs/default"
-    seed: int = 0
-    data_dir: str = "../shared/data"
-    ray_address: Optional[str] = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
-    periodic_eval: PeriodicEvalConfig = field(default_factory=PeriodicEvalConfig)
-    algorithm: dict = field(default_factory=lambda: {"name": "eapo"})
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; the message names the offending field."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(key, "must be set (the config gives it no value: ???)") from None
 
 
 def load(cfg: Any) -> Config:
     """Hydra ``DictConfig`` (or dict) -> validated :class:`Config`. Raises :class:`ConfigError`."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    raw = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
-    raw = {k: v for k, v in raw.items() if k not in ("hydra", "preset")}
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
-        config: Config = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"invalid configuration at '{key}': {err.msg if hasattr(err, 'msg') else err}") from None
+    raw = {k: v for k, v in _container(cfg).items() if k not in NOT_RUN_KEYS}
+    config = build(Config, raw)
     validate(config)
     return config
 
 
-def _require(ok: bool, name: str, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"invalid configuration at '{name}': {why}")
+def compose(*overrides: str) -> Config:
+    """The validated :class:`Config` of ``python -m pipeline.run <overrides>``, composed with Hydra's
+    compose API (tests, notebooks; not inside a running Hydra app)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="configs", version_base=None):
+        return load(hydra_compose(config_name="config", overrides=list(overrides)))
+
+
+def gpus_available() -> bool:
+    """True when this machine has a CUDA device (``torch.cuda.is_available()``)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _on_cluster(c: Config) -> bool:
+    """A Ray cluster is given: its nodes, not this machine, decide which resources exist."""
+    return bool(c.ray_address or os.environ.get("RAY_ADDRESS"))
 
 
 def validate(c: Config) -> None:
-    """Check values the types cannot: sizes, ranges and the consistency between sections."""
+    """Check values the types cannot: sizes, ranges and the consistency between sections; resolve ``auto``."""
+    _validate_sizes(c)
+    _validate_model(c)
+    _validate_data(c)
+    _validate_rollout(c)
+    _validate_trainer(c)
+    _validate_periodic_eval(c)
+    from losses import build_algorithm
+
+    if not isinstance(c.algorithm, dict):
+        raise ConfigError("algorithm", f"expected a mapping, got {c.algorithm!r}")
+    try:
+        algo = build_algorithm(c.algorithm)
+    except ConfigError as err:
+        raise err.under("algorithm") from None
+    c.algorithm = algo.config  # every key resolved (the algorithm's YAML < the given mapping)
+    _validate_algorithm_against_run(c, algo)
+
+
+def _validate_sizes(c: Config) -> None:
     positive = {
         "rollout.n": c.rollout.n, "rollout.max_tokens": c.rollout.max_tokens,
         "rollout.num_actors": c.rollout.num_actors, "trainer.num_workers": c.trainer.num_workers,
@@ -169,73 +95,154 @@ def validate(c: Config) -> None:
         "trainer.mini_batches_per_step": c.trainer.mini_batches_per_step,
         "trainer.micro_batch_size": c.trainer.micro_batch_size, "trainer.epochs_per_step": c.trainer.epochs_per_step,
         "trainer.logprob_chunk_size": c.trainer.logprob_chunk_size, "trainer.save_every": c.trainer.save_every,
+        "trainer.keep_checkpoints": c.trainer.keep_checkpoints, "trainer.cpus_per_worker": c.trainer.cpus_per_worker,
+        "trainer.grad_clip": c.trainer.grad_clip, "trainer.lr": c.trainer.lr, "trainer.is_cap": c.trainer.is_cap,
         "heldout.max_tokens": c.heldout.max_tokens, "task.num_train_prompts": c.task.num_train_prompts,
-        "warm_start.batch_size": c.warm_start.batch_size,
+        "warm_start.batch_size": c.warm_start.batch_size, "warm_start.lr": c.warm_start.lr,
+        "warm_start.num_examples": c.warm_start.num_examples, "data.max_prompt_tokens": c.data.max_prompt_tokens,
+        "rollout.max_model_len": c.rollout.max_model_len, "rollout.verifier_timeout_s": c.rollout.verifier_timeout_s,
+        "rollout.max_num_batched_tokens": c.rollout.max_num_batched_tokens, "rollout.kv_cache_gb": c.rollout.kv_cache_gb,
     }
     for name, value in positive.items():
-        _require(value > 0, name, f"must be > 0, got {value}")
+        require(value > 0, name, f"must be > 0, got {value}")
+    non_negative = {
+        "seed": c.seed, "heldout.size": c.heldout.size, "heldout.every": c.heldout.every,
+        "warm_start.steps": c.warm_start.steps, "rollout.staleness": c.rollout.staleness,
+        "rollout.cpus_per_actor": c.rollout.cpus_per_actor, "rollout.gpus_per_actor": c.rollout.gpus_per_actor,
+        "trainer.weight_decay": c.trainer.weight_decay,
+    }
+    for name, value in non_negative.items():
+        require(value >= 0, name, f"must be >= 0, got {value}")
+    require(bool(c.run_dir), "run_dir", "must not be empty")
+    require(0 <= c.warm_start.carry_noise <= 1, "warm_start.carry_noise", "must be in [0, 1]")
+    require(1 <= c.task.digits <= 9, "task.digits", f"must be in [1, 9], got {c.task.digits}")
+    require(0 < c.task.heldout_fraction < 1, "task.heldout_fraction", f"must be in (0, 1), got {c.task.heldout_fraction}")
+
+
+def _validate_model(c: Config) -> None:
+    m = c.model
+    require(m.kind in ("tiny", "pretrained"), "model.kind", f"must be 'tiny' or 'pretrained', got {m.kind!r}")
+    require(m.dtype in ("auto", "float32", "bfloat16"), "model.dtype",
+            f"must be auto, float32 or bfloat16, got {m.dtype!r}")
+    require(m.gradient_checkpointing in ("auto", True, False), "model.gradient_checkpointing",
+            f"must be auto, true or false, got {m.gradient_checkpointing!r}")
+    if m.kind == "tiny":
+        require(not m.path, "model.path", f"is set ({m.path!r}) but model.kind=tiny never reads it: select the "
+                                          "checkpoint with model=pretrained model.path=<dir>")
+        require(m.tiny is not None, "model.tiny", "required when model.kind=tiny (configs/model/tiny.yaml)")
+        t = m.tiny
+        for key, value in vars(t).items():
+            require(value > 0, f"model.tiny.{key}", f"must be > 0, got {value}")
+        require(t.hidden_size % t.num_heads == 0, "model.tiny.num_heads",
+                f"must divide model.tiny.hidden_size={t.hidden_size}")
+        require(t.num_heads % t.num_kv_heads == 0, "model.tiny.num_kv_heads",
+                f"must divide model.tiny.num_heads={t.num_heads}")
+        require(c.rollout.max_model_len <= t.max_position_embeddings, "rollout.max_model_len",
+                f"{c.rollout.max_model_len} exceeds model.tiny.max_position_embeddings={t.max_position_embeddings}")
+    else:
+        require(bool(m.path), "model.path", "required when model.kind=pretrained")
+        require(m.tiny is None, "model.tiny", "only for model.kind=tiny (a checkpoint's config.json gives its size)")
+    if m.dtype == "auto":
+        m.dtype = "bfloat16" if c.trainer.use_gpu else "float32"
+    if m.gradient_checkpointing == "auto":
+        m.gradient_checkpointing = c.trainer.use_gpu
+
+
+def _validate_data(c: Config) -> None:
+    d, h = c.data, c.heldout
+    require(d.source in ("synthetic", "files"), "data.source", f"must be 'synthetic' or 'files', got {d.source!r}")
+    require(d.format in ("auto", "parquet", "jsonl"), "data.format", f"must be auto, parquet or jsonl, got {d.format!r}")
+    require(bool(d.prompt_key), "data.prompt_key", "must not be empty")
+    require(bool(d.answer_key), "data.answer_key", "must not be empty")
+    if d.source == "synthetic":
+        require(d.format in ("auto", "parquet"), "data.format", f"the synthetic prompts are parquet, got {d.format!r}")
+        require(not d.path, "data.path", f"is set ({d.path!r}) but data.source=synthetic never reads it: select "
+                                         "the file with data=math_train (or data.source=files) data.path=<uri>")
+        require(not h.path, "heldout.path", f"is set ({h.path!r}) but data.source=synthetic draws its own "
+                                            "held-out problems: set it only with data.source=files")
+    else:
+        require(bool(d.path), "data.path", "required when data.source=files")
+        require(h.size == 0 or bool(h.path), "heldout.path",
+                f"required when data.source=files and heldout.size={h.size} > 0 (a file with the training "
+                "data's columns, never trained on); or set heldout.size=0 for no held-out accuracy")
+
+
+def _validate_rollout(c: Config) -> None:
+    r = c.rollout
+    require(r.temperature > 0, "rollout.temperature", "must be > 0 (the loss divides logits by it)")
+    require(0 < r.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
+    require(0 < r.stream_poll_s <= 1, "rollout.stream_poll_s", f"must be in (0, 1], got {r.stream_poll_s}")
+    require(r.reward_correct > r.reward_wrong, "rollout.reward_correct",
+            f"must be > rollout.reward_wrong (got {r.reward_correct} <= {r.reward_wrong}): otherwise RL learns wrong answers")
+    needs = {"rollout.max_tokens": r.max_tokens}
+    if c.heldout.size > 0:
+        needs["heldout.max_tokens"] = c.heldout.max_tokens
+    key = max(needs, key=needs.get)
+    require(c.data.max_prompt_tokens + needs[key] <= r.max_model_len, key,
+            f"data.max_prompt_tokens={c.data.max_prompt_tokens} + {key}={needs[key]} exceeds "
+            f"rollout.max_model_len={r.max_model_len}: a long prompt would crash the engine mid-run")
+    engine_config(c).check("rollout", engines_on_cpu(c))
+    if r.gpus_per_actor > 0 and not _on_cluster(c):
+        require(gpus_available(), "rollout.gpus_per_actor",
+                f"{r.gpus_per_actor} > 0 but this machine has no GPU and no Ray cluster is given "
+                "(ray_address / RAY_ADDRESS): Ray would wait for it forever")
+
+
+def _validate_trainer(c: Config) -> None:
+    t = c.trainer
+    require(t.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", f"must be 0, 1, 2 or 3, got {t.zero_stage}")
+    require(t.is_correction in ("auto", True, False), "trainer.is_correction",
+            f"must be auto, true or false, got {t.is_correction!r}")
+    if t.use_gpu and not _on_cluster(c):
+        require(gpus_available(), "trainer.use_gpu", "true but this machine has no GPU (torch.cuda.is_available() "
+                                                     "is false) and no Ray cluster is given (ray_address / RAY_ADDRESS)")
+    shards = shards_per_step(c)
+    require(t.prompts_per_step % shards == 0, "trainer.prompts_per_step",
+            f"must be divisible by trainer.num_workers x shards per worker = {shards}")
+    per_rank = t.prompts_per_step // t.num_workers * c.rollout.n
+    require(per_rank % t.mini_batches_per_step == 0, "trainer.mini_batches_per_step",
+            f"must divide the {per_rank} responses each worker trains on per step")
+    mini = per_rank // t.mini_batches_per_step
+    require(mini % min(t.micro_batch_size, mini) == 0, "trainer.micro_batch_size",
+            f"must divide the mini-batch of {mini} responses per worker")
+
+
+def _validate_periodic_eval(c: Config) -> None:
     pe = c.periodic_eval
-    _require(pe.every >= 0, "periodic_eval.every", "must be >= 0 (0 = off)")
-    _require(1 <= pe.k <= pe.n, "periodic_eval.k", f"must be in [1, periodic_eval.n={pe.n}]")
+    require(pe.every >= 0, "periodic_eval.every", f"must be >= 0 (0 = off), got {pe.every}")
+    require(pe.every % c.trainer.save_every == 0, "periodic_eval.every",
+            f"{pe.every} must be a multiple of trainer.save_every={c.trainer.save_every}: only checkpoints are evaluated")
+    require(pe.n >= 1, "periodic_eval.n", f"must be >= 1, got {pe.n}")
+    require(1 <= pe.k <= pe.n, "periodic_eval.k", f"must be in [1, periodic_eval.n={pe.n}]")
+    require(pe.limit is None or pe.limit > 0, "periodic_eval.limit", f"must be > 0 or null (all), got {pe.limit}")
+    require(pe.temperature >= 0, "periodic_eval.temperature", f"must be >= 0, got {pe.temperature}")
+    require(0 < pe.top_p <= 1, "periodic_eval.top_p", f"must be in (0, 1], got {pe.top_p}")
+    require(pe.max_tokens > 0, "periodic_eval.max_tokens", f"must be > 0, got {pe.max_tokens}")
+    require(pe.cpus >= 0, "periodic_eval.cpus", f"must be >= 0, got {pe.cpus}")
+    require(bool(pe.benchmarks), "periodic_eval.benchmarks", "must name at least one benchmark")
     from evaluation.benchmarks import REGISTRY
 
     for name in pe.benchmarks:
-        _require(name in REGISTRY, "periodic_eval.benchmarks", f"unknown benchmark {name!r}; known: {sorted(REGISTRY)}")
-    _require(c.heldout.size >= 0, "heldout.size", f"must be >= 0, got {c.heldout.size}")
-    _require(c.heldout.every >= 0, "heldout.every", f"must be >= 0 (0 = before/after only), got {c.heldout.every}")
-    _require(c.warm_start.steps >= 0, "warm_start.steps", "must be >= 0")
-    _require(0 <= c.warm_start.carry_noise <= 1, "warm_start.carry_noise", "must be in [0, 1]")
-    _require(c.rollout.staleness >= 0, "rollout.staleness", f"must be >= 0, got {c.rollout.staleness}")
-    _require(c.rollout.temperature > 0, "rollout.temperature", "must be > 0 (the loss divides logits by it)")
-    _require(0 < c.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
-    _require(0 < c.rollout.stream_poll_s <= 1, "rollout.stream_poll_s", f"must be in (0, 1], got {c.rollout.stream_poll_s}")
-    _require(c.trainer.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", "must be 0, 1, 2 or 3")
-    _require(c.trainer.lr > 0, "trainer.lr", "must be > 0")
-    _require(c.trainer.is_correction in ("auto", True, False), "trainer.is_correction",
-             f"must be auto, true or false, got {c.trainer.is_correction!r}")
-    _require(c.trainer.is_cap > 0, "trainer.is_cap", f"must be > 0, got {c.trainer.is_cap}")
-    _require(c.model.kind in ("tiny", "pretrained"), "model.kind", "must be 'tiny' or 'pretrained'")
-    _require(c.model.kind == "tiny" or bool(c.model.path), "model.path", "required when model.kind=pretrained")
-    _require(c.data.source in ("synthetic", "files"), "data.source", "must be 'synthetic' or 'files'")
-    _require(c.data.source == "synthetic" or bool(c.data.path), "data.path", "required when data.source=files")
-    _require(c.data.format in ("auto", "parquet", "jsonl"), "data.format", "must be auto, parquet or jsonl")
-    _require(1 <= c.task.digits <= 9, "task.digits", f"must be in [1, 9], got {c.task.digits}")
-    shards = shards_per_step(c)
-    _require(c.trainer.prompts_per_step % shards == 0, "trainer.prompts_per_step",
-             f"must be divisible by trainer.num_workers x shards per worker = {shards}")
-    per_rank = c.trainer.prompts_per_step // c.trainer.num_workers * c.rollout.n
-    _require(per_rank % c.trainer.mini_batches_per_step == 0, "trainer.mini_batches_per_step",
-             f"must divide the {per_rank} responses each worker trains on per step")
-    mini = per_rank // c.trainer.mini_batches_per_step
-    _require(mini % min(c.trainer.micro_batch_size, mini) == 0, "trainer.micro_batch_size",
-             f"must divide the mini-batch of {mini} responses per worker")
-    _require(isinstance(c.algorithm, dict) and "name" in c.algorithm, "algorithm.name", "missing")
-    from losses import build_algorithm
-
-    try:
-        algo = build_algorithm(c.algorithm)
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"invalid configuration at 'algorithm': {err}") from None
-    c.algorithm = dataclasses.asdict(algo.config)  # every key resolved (class < registry < YAML)
-    _validate_algorithm_against_run(c, algo)
+        require(name in REGISTRY, "periodic_eval.benchmarks", f"unknown benchmark {name!r}; known: {REGISTRY.names()}")
 
 
 def _validate_algorithm_against_run(c: Config, algo) -> None:
     """Checks that need both the algorithm and the rest of the run's settings."""
-    r = c.rollout
+    from losses.advantages import GROUP_RELATIVE_ESTIMATORS
+
+    r, a = c.rollout, c.algorithm
     if algo.requires_signed_rewards:
-        _require(r.reward_wrong < 0 < r.reward_correct, "rollout.reward_wrong",
-                 f"algorithm {algo.name!r} needs the +-1 reward convention (reward_wrong < 0 < reward_correct), "
-                 f"got reward_correct={r.reward_correct}, reward_wrong={r.reward_wrong}")
-    buffer = c.algorithm["overlong_buffer"]
-    _require(buffer <= r.max_tokens, "algorithm.overlong_buffer",
-             f"must be <= rollout.max_tokens={r.max_tokens}, got {buffer}")
-
-
-def shards_per_step(c: Config) -> int:
-    """Rollout shards per step: each train worker takes ``ceil(actors / workers)`` shards a step."""
-    per_worker = -(-c.rollout.num_actors // c.trainer.num_workers)
-    return per_worker * c.trainer.num_workers
+        require(r.reward_wrong < 0 < r.reward_correct, "rollout.reward_wrong",
+                f"algorithm {algo.name!r} needs the +-1 reward convention (reward_wrong < 0 < reward_correct), "
+                f"got reward_correct={r.reward_correct}, reward_wrong={r.reward_wrong}")
+    require(a.overlong_buffer <= r.max_tokens, "algorithm.overlong_buffer",
+            f"must be <= rollout.max_tokens={r.max_tokens}, got {a.overlong_buffer}")
+    require(r.n >= 2 or a.advantage_estimator not in GROUP_RELATIVE_ESTIMATORS, "rollout.n",
+            f"must be >= 2 for algorithm.advantage_estimator={a.advantage_estimator!r}: a group of one response "
+            "has advantage 0 and the run would learn nothing")
+    require(a.kl_coef == 0 or c.trainer.zero_stage < 3, "algorithm.kl_coef",
+            f"{a.kl_coef} > 0 needs a reference-policy forward, implemented for trainer.zero_stage 0-2 "
+            f"(got trainer.zero_stage={c.trainer.zero_stage})")
 
 
 def resolve_paths(c: Config) -> Config:

@@ -1,10 +1,12 @@
 """The prompt stream: read prompts with Ray Data, normalise them, and cut them into step shards.
 
 1. :func:`inspect_source` checks a parquet/jsonl source (local path or any URI pyarrow
-   understands) with pyarrow alone — schema, the configured fields, row count — so a wrong
-   column or an empty dataset fails before Ray, vLLM or DeepSpeed start.
+   understands) with pyarrow alone — schema, the configured fields, and every row's prompt and
+   answer (null or NaN answers, invalid UTF-8: an error naming file, row and field; empty answers:
+   counted, all empty: an error) — before Ray, vLLM or DeepSpeed start.
 2. :func:`read_prompts` reads it with Ray Data and maps every row to ``(uid, prompt_ids, gold)``
-   (chat template applied, prompts over ``max_prompt_tokens`` dropped and counted).
+   (chat template applied; prompts over ``max_prompt_tokens`` and rows with an empty answer are
+   dropped, counted and logged by :func:`prompt_table`).
 3. :func:`shard_stream` builds the dataset the pipeline streams: one row per (step, shard),
    in a seeded per-epoch order, starting from the shard a resumed run has reached, so that
    no prompt is repeated or skipped across a restart.
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.batch import PromptShard, object_column
+from core.batch import PromptShard, object_column
+from core.config import DataConfig
 
 
 class DataError(ValueError):
@@ -25,9 +28,12 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class SourceInfo:
+    """A checked prompt source: where, which format, how many rows, how many with an empty answer."""
+
     uri: str
     format: str
     num_rows: int
+    empty_answers: int = 0
 
 
 def _format_of(uri: str, fmt: str) -> str:
@@ -54,24 +60,101 @@ def _field_type(schema, dotted: str):
     return typ
 
 
-def inspect_source(uri: str, fmt: str, prompt_key: str, answer_key: str) -> SourceInfo:
-    """Validate a prompt source with pyarrow; raises :class:`DataError` naming what is wrong."""
+def inspect_source(uri: str, fmt: str, prompt_key: str, answer_key: str, role: str = "data") -> SourceInfo:
+    """Validate a prompt source with pyarrow, reading every row's prompt and answer; raises
+    :class:`DataError` naming the file, row and field (see module docstring). ``role`` names the config
+    section the source belongs to in messages (``data`` or ``heldout``)."""
+    import pyarrow as pa
     import pyarrow.dataset as pads
 
     fmt = _format_of(uri, fmt)
     try:
         ds = pads.dataset(uri, format="json" if fmt == "jsonl" else "parquet")
         schema = ds.schema
-        num_rows = ds.count_rows()
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {fmt} prompts from {uri!r}: {err}") from None
-    for role, key in (("data.prompt_key", prompt_key), ("data.answer_key", answer_key)):
+        fragments = list(ds.get_fragments())
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise DataError(f"cannot read {fmt} prompts from {uri!r} ({role}): {err}") from None
+    for key_name, key in (("data.prompt_key", prompt_key), ("data.answer_key", answer_key)):
         if _field_type(schema, key) is None:
-            raise DataError(f"{uri}: field {key!r} (configured as {role}) does not exist; "
+            raise DataError(f"{uri}: field {key!r} (configured as {key_name}) does not exist; "
                             f"available columns: {schema.names}")
+    num_rows = empty = 0
+    for fragment in fragments:
+        n, e = _check_rows(fragment, prompt_key, answer_key)
+        num_rows, empty = num_rows + n, empty + e
     if num_rows == 0:
         raise DataError(f"{uri}: the dataset is empty (0 rows)")
-    return SourceInfo(uri=uri, format=fmt, num_rows=num_rows)
+    if empty == num_rows:
+        raise DataError(f"{uri}: field {answer_key!r} (data.answer_key) is empty on every one of its {num_rows} rows: "
+                        "every response would get the wrong-answer reward and nothing would be learned")
+    return SourceInfo(uri=uri, format=fmt, num_rows=num_rows, empty_answers=empty)
+
+
+def _column(table, dotted: str):
+    """The (possibly nested) field ``a.b.c`` of a pyarrow table as one array."""
+    import pyarrow.compute as pc
+
+    head, *rest = dotted.split(".")
+    col = table.column(head).combine_chunks()
+    for part in rest:
+        col = pc.struct_field(col, part)
+    return col
+
+
+def _utf8_error_row(array) -> int | None:
+    """Index of the first element of ``array`` whose strings are not valid UTF-8, or None."""
+    import pyarrow as pa
+
+    try:
+        array.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    for i in range(len(array)):
+        try:
+            array[i].as_py()
+        except UnicodeDecodeError:
+            return i
+    return None
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _is_empty(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return not value or all(_is_missing(v) or not str(v).strip() for v in value)
+    return not str(value).strip()
+
+
+def _check_rows(fragment, prompt_key: str, answer_key: str) -> tuple[int, int]:
+    """(rows, rows with an empty answer) of one file; DataError naming file/row/field for a row whose
+    prompt or answer is null/NaN or not valid UTF-8 (rows are numbered from 1 within the file)."""
+    import pyarrow as pa
+
+    where = fragment.path
+    try:
+        table = fragment.to_table(columns=sorted({prompt_key.split(".")[0], answer_key.split(".")[0]}))
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"{where}: cannot read the rows: {err}") from None
+    empty = 0
+    for role, key in (("data.prompt_key", prompt_key), ("data.answer_key", answer_key)):
+        column = _column(table, key)
+        bad = _utf8_error_row(column)
+        if bad is not None:
+            raise DataError(f"{where}: row {bad + 1}: field {key!r} ({role}) is not valid UTF-8")
+        for i, value in enumerate(column.to_pylist()):
+            if _is_missing(value):
+                raise DataError(f"{where}: row {i + 1}: field {key!r} ({role}) is null or NaN")
+            if role == "data.answer_key" and _is_empty(value):
+                empty += 1
+            if role == "data.prompt_key":
+                try:
+                    _messages(value, "")
+                except ValueError as err:
+                    raise DataError(f"{where}: row {i + 1}: field {key!r} ({role}): {err}") from None
+    return table.num_rows, empty
 
 
 def _get(row: dict, dotted: str):
@@ -87,9 +170,10 @@ def _messages(prompt, suffix: str) -> list[dict]:
         return [{"role": "user", "content": (prompt + (" " + suffix if suffix else "")).strip()}]
     if isinstance(prompt, np.ndarray):
         prompt = prompt.tolist()
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt):
+    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                   for m in prompt):
         return [{"role": str(m.get("role", "user")), "content": str(m["content"])} for m in prompt]
-    raise ValueError(f"expected a string or a list of chat messages, got {type(prompt).__name__}")
+    raise ValueError(f"expected a string or a list of chat messages ({{role, content: string}}), got {prompt!r:.80}")
 
 
 def _gold(value) -> str:
@@ -99,15 +183,39 @@ def _gold(value) -> str:
     return str(value)
 
 
-class Normalise:
-    """Ray Data callable: raw rows -> ``uid``, ``prompt_ids`` (templated, tokenised), ``gold``."""
+def normalise_row(row: dict, tok, prompt_key: str, answer_key: str, suffix: str, max_tokens: int,
+                  where: str) -> tuple[str, list[int], str] | str:
+    """(uid, prompt_ids, gold) of one raw row, or why it is dropped: ``"too_long"`` (templated prompt over
+    ``max_tokens``) or ``"empty_answer"``. A null answer or a malformed prompt raises :class:`DataError`."""
+    answer = _get(row, answer_key)
+    if _is_missing(answer):
+        raise DataError(f"{where}: field {answer_key!r} is missing or null")
+    if _is_empty(answer if not isinstance(answer, np.ndarray) else answer.tolist()):
+        return "empty_answer"
+    try:
+        messages = _messages(_get(row, prompt_key), suffix)
+    except ValueError as err:
+        raise DataError(f"{where}: field {prompt_key!r}: {err}") from None
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False).input_ids
+    if len(ids) > max_tokens:
+        return "too_long"
+    return json.dumps(messages, sort_keys=True)[-200:], list(ids), _gold(answer)
 
-    def __init__(self, tokenizer_path: str, prompt_key: str, answer_key: str, suffix: str, max_tokens: int):
+
+class Normalise:
+    """Ray Data callable: raw rows -> ``uid``, ``prompt_ids`` (templated, tokenised), ``gold``, and
+    ``dropped`` (why a row is left out: "too_long" / "empty_answer"; "" for kept rows). Reads the fields
+    ``data.prompt_key`` / ``data.answer_key``, appends ``data.prompt_suffix`` to plain-text prompts and drops
+    prompts over ``data.max_prompt_tokens``."""
+
+    def __init__(self, tokenizer_path: str, data: DataConfig, prompt_key: str | None = None,
+                 answer_key: str | None = None):
         from transformers import AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(tokenizer_path)
-        self.prompt_key, self.answer_key = prompt_key, answer_key
-        self.suffix, self.max_tokens = suffix, max_tokens
+        self.prompt_key, self.answer_key = prompt_key or data.prompt_key, answer_key or data.answer_key
+        self.suffix, self.max_tokens = data.prompt_suffix, data.max_prompt_tokens
 
     def _where(self, row: dict) -> str:
         return f"{row.get('path', '?')}, row with {self.prompt_key}={str(_get(row, self.prompt_key))[:60]!r}"
@@ -115,22 +223,15 @@ class Normalise:
     def __call__(self, batch: dict) -> dict:
         n = len(next(iter(batch.values())))
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
-        out = {"uid": [], "prompt_ids": [], "gold": []}
+        out = {"uid": [], "prompt_ids": [], "gold": [], "dropped": []}
         for row in rows:
-            answer = _get(row, self.answer_key)
-            if answer is None:
-                raise DataError(f"{self._where(row)}: field {self.answer_key!r} is missing or null")
-            try:
-                messages = _messages(_get(row, self.prompt_key), self.suffix)
-            except ValueError as err:
-                raise DataError(f"{self._where(row)}: field {self.prompt_key!r}: {err}") from None
-            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            ids = self.tok(text, add_special_tokens=False).input_ids
-            if len(ids) > self.max_tokens:
-                continue
-            out["uid"].append(json.dumps(messages, sort_keys=True)[-200:])
+            result = normalise_row(row, self.tok, self.prompt_key, self.answer_key, self.suffix, self.max_tokens,
+                                   self._where(row))
+            uid, ids, gold = ("", [], "") if isinstance(result, str) else result
+            out["uid"].append(uid)
             out["prompt_ids"].append(np.asarray(ids, dtype=np.int32))
-            out["gold"].append(_gold(answer))
+            out["gold"].append(gold)
+            out["dropped"].append(result if isinstance(result, str) else "")
         return {name: object_column(values) for name, values in out.items()}
 
 
@@ -139,9 +240,9 @@ def _flatten_struct_columns(batch):
     return {name: batch.column(name).to_pylist() for name in batch.column_names}
 
 
-def read_prompts(info: SourceInfo, tokenizer_path: str, prompt_key: str, answer_key: str,
-                 suffix: str, max_prompt_tokens: int):
-    """Ray Dataset of normalised prompts (``uid``, ``prompt_ids``, ``gold``), materialised."""
+def read_prompts(info: SourceInfo, tokenizer_path: str, data: DataConfig, prompt_key: str, answer_key: str):
+    """Ray Dataset of normalised prompts (``uid``, ``prompt_ids``, ``gold``, ``dropped``), materialised;
+    ``prompt_key`` / ``answer_key``: the source's fields (``pipeline.setup.source_spec``)."""
     import ray.data
 
     reader = ray.data.read_json if info.format == "jsonl" else ray.data.read_parquet
@@ -150,21 +251,40 @@ def read_prompts(info: SourceInfo, tokenizer_path: str, prompt_key: str, answer_
     ds = reader(info.uri, include_paths=True, ray_remote_args={"num_cpus": 0.25}, **kwargs)
     ds = ds.map_batches(_flatten_struct_columns, batch_format="pyarrow", num_cpus=0.25)
     ds = ds.map_batches(
-        Normalise, fn_constructor_args=(tokenizer_path, prompt_key, answer_key, suffix, max_prompt_tokens),
+        Normalise, fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "data": data, "prompt_key": prompt_key,
+                                          "answer_key": answer_key},
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25, batch_size=512,
     )
     return ds.materialize()
 
 
-def prompt_table(ds) -> dict:
-    """Materialised normalised dataset -> column dict of python lists (kept in the object store)."""
-    table = {"uid": [], "prompt_ids": [], "gold": []}
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=4096):
-        table["uid"].extend(batch["uid"].tolist())
-        table["prompt_ids"].extend([list(map(int, p)) for p in batch["prompt_ids"]])
-        table["gold"].extend(batch["gold"].tolist())
+def prompt_table(ds, max_prompt_tokens: int, log=print) -> dict:
+    """Materialised normalised dataset -> column dict of python lists (kept in the object store);
+    see :func:`collect_prompts`."""
+    return collect_prompts(ds.iter_batches(batch_format="numpy", batch_size=4096), max_prompt_tokens, log)
+
+
+def collect_prompts(batches, max_prompt_tokens: int, log=print) -> dict:
+    """:class:`Normalise` output batches -> ``{"uid", "prompt_ids", "gold"}`` lists of the kept rows.
+
+    Rows :class:`Normalise` dropped are left out, counted, and the counts logged through ``log``;
+    ``table["dropped"]`` holds them ({"too_long": n, "empty_answer": m})."""
+    table: dict = {"uid": [], "prompt_ids": [], "gold": [], "dropped": {"too_long": 0, "empty_answer": 0}}
+    for batch in batches:
+        for uid, ids, gold, dropped in zip(batch["uid"], batch["prompt_ids"], batch["gold"], batch["dropped"]):
+            if dropped:
+                table["dropped"][dropped] += 1
+                continue
+            table["uid"].append(uid)
+            table["prompt_ids"].append(list(map(int, ids)))
+            table["gold"].append(gold)
+    dropped = table["dropped"]
+    if any(dropped.values()):
+        log(f"dropped {dropped['too_long']} prompts longer than data.max_prompt_tokens={max_prompt_tokens} tokens "
+            f"and {dropped['empty_answer']} rows with an empty answer")
     if not table["uid"]:
-        raise DataError("no usable prompts: every prompt is longer than data.max_prompt_tokens or the source is empty")
+        raise DataError(f"no usable prompts: all {sum(dropped.values())} were dropped ({dropped['too_long']} longer "
+                        f"than data.max_prompt_tokens={max_prompt_tokens}, {dropped['empty_answer']} with an empty answer)")
     return table
 
 
@@ -233,7 +353,8 @@ def shard_stream(table_ref, first_shard: int, num_shards: int, prompts_per_shard
     ids = ray.data.from_items([{"id": first_shard + i} for i in range(num_shards)],
                               override_num_blocks=max(1, num_shards))
     return ids.map_batches(
-        ShardPrompts, fn_constructor_args=(table_ref, prompts_per_shard, shards_per_step, seed, shuffle,
-                                           refill_per_shard),
+        ShardPrompts, fn_constructor_kwargs={
+            "table": table_ref, "prompts_per_shard": prompts_per_shard, "shards_per_step": shards_per_step,
+            "seed": seed, "shuffle": shuffle, "refill_per_shard": refill_per_shard},
         batch_format="numpy", batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1,
     )

@@ -16,72 +16,99 @@ import time
 import hydra
 from omegaconf import DictConfig
 
+from core.engine import engine_config, engines_on_cpu
+from core.run_dir import latest_checkpoint, make_logger_factory, read_metrics, truncate_metrics
+from core.stages import HeldoutSet, RolloutSetup, TrainLoopSetup
+from core.typed import ConfigError
 from pipeline import config as config_mod
 from pipeline.config import Config, shards_per_step
+from pipeline.data import DataError
 from pipeline.report import heldout_curve, plot_training_curves
-from pipeline.run_dir import latest_checkpoint, make_logger_factory, read_metrics, truncate_metrics
-from pipeline.setup import (engine_kwargs, heldout_set, init_ray, prepare_policy, prepare_source,
-                            say)
+from pipeline.setup import heldout_set, init_ray, prepare_policy, prepare_source, say, source_spec
 
 
-def build_stream(cfg: Config, table, model_path: str, start_step: int, heldout):
+def stream_plan(cfg: Config, start_step: int) -> dict:
+    """``pipeline.data.shard_stream`` arguments (but the table) of a run starting at ``start_step``: the
+    shards of steps [start_step, trainer.total_steps), ``trainer.prompts_per_step`` split over the step's
+    shards, the seeded (``data.shuffle``) epoch order, and the dynamic-sampling reserve per shard
+    (``algorithm.max_sampling_rounds`` rounds of refills when ``algorithm.dynamic_sampling``)."""
+    per_step = shards_per_step(cfg)
+    per_shard = cfg.trainer.prompts_per_step // per_step
+    algo = cfg.algorithm
+    return {"first_shard": start_step * per_step, "num_shards": (cfg.trainer.total_steps - start_step) * per_step,
+            "prompts_per_shard": per_shard, "shards_per_step": per_step, "seed": cfg.seed, "shuffle": cfg.data.shuffle,
+            "refill_per_shard": per_shard * algo.max_sampling_rounds if algo.dynamic_sampling else 0}
+
+
+def rollout_resources(cfg: Config) -> dict:
+    """Ray resources of each rollout engine (actor pool and the held-out evaluator): CPUs and GPUs per actor."""
+    return {"num_cpus": cfg.rollout.cpus_per_actor, "num_gpus": cfg.rollout.gpus_per_actor}
+
+
+def build_stream(cfg: Config, table, model_path: str, start_step: int, heldout: HeldoutSet):
     """Prompt shards -> rollout actor pool (vLLM sampling, scoring, dynamic sampling): what Ray Train consumes."""
     import ray.data
 
     from actors.rollout import RolloutWorker
     from pipeline.data import shard_stream
 
-    per_step = shards_per_step(cfg)
-    per_shard = cfg.trainer.prompts_per_step // per_step
-    algo = cfg.algorithm
-    refill = per_shard * algo["max_sampling_rounds"] if algo["dynamic_sampling"] else 0
-    stream = shard_stream(table, start_step * per_step, (cfg.trainer.total_steps - start_step) * per_step,
-                          per_shard, per_step, cfg.seed, cfg.data.shuffle, refill)
+    stream = shard_stream(table, **stream_plan(cfg, start_step))
     return stream.map_batches(
-        RolloutWorker, fn_constructor_args=(cfg, model_path, start_step, heldout),
+        RolloutWorker, fn_constructor_kwargs={"setup": RolloutSetup(cfg, model_path, start_step, heldout)},
         batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_actors),
-        num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor,
+        **rollout_resources(cfg),
     )
 
 
-def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, tokenizer_path: str, heldout) -> None:
-    """Run the Ray Train worker group over the rollout stream until ``trainer.total_steps``."""
+def trainer_settings(cfg: Config) -> dict:
+    """The Ray Train worker group of the run: ``ScalingConfig`` arguments, the torch process-group backend
+    (NCCL with GPUs, gloo without) and where Ray Train keeps its state (under ``run_dir``)."""
+    t = cfg.trainer
+    return {"scaling": {"num_workers": t.num_workers, "use_gpu": t.use_gpu,
+                        "resources_per_worker": {"CPU": t.cpus_per_worker}},
+            "backend": "nccl" if t.use_gpu else "gloo", "storage_path": os.path.join(cfg.run_dir, "ray_train")}
+
+
+def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, init_path: str,
+          heldout: HeldoutSet) -> None:
+    """Run the Ray Train worker group over the rollout stream until ``trainer.total_steps``.
+
+    ``model_path``: the checkpoint training continues from; ``init_path``: the initial policy (its
+    tokenizer goes into every checkpoint; the frozen KL reference)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from actors.train_worker import train_loop_per_worker
     from pipeline.ingest import RolloutStreamConfig
 
-    t = cfg.trainer
+    settings = trainer_settings(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg, "start_step": start_step, "model_path": model_path, "pad_id": pad_id,
-                           "tokenizer_path": tokenizer_path, "engine": engine_kwargs(cfg),
-                           "logger_factory": make_logger_factory(cfg.run_dir, start_step, t.total_steps)},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+        train_loop_config={"setup": TrainLoopSetup(
+            cfg=cfg, start_step=start_step, model_path=model_path, reference_path=init_path, tokenizer_path=init_path,
+            pad_id=pad_id, logger_factory=make_logger_factory(cfg.run_dir, start_step, cfg.trainer.total_steps))},
+        scaling_config=ScalingConfig(**settings["scaling"]),
         datasets={"rollouts": build_stream(cfg, table, model_path, start_step, heldout)},
         dataset_config=RolloutStreamConfig("rollouts"),
-        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
-        run_config=RunConfig(storage_path=os.path.join(cfg.run_dir, "ray_train"), name="train",
+        torch_config=TorchConfig(backend=settings["backend"]),
+        run_config=RunConfig(storage_path=settings["storage_path"], name="train",
                              failure_config=FailureConfig(max_failures=0)),
     )
     trainer.fit()
 
 
-def heldout_accuracy(cfg: Config, model_path: str, heldout) -> dict:
+def heldout_accuracy(cfg: Config, model_path: str, heldout: HeldoutSet) -> dict:
     """Greedy accuracy of ``model_path`` on the held-out problems, in a vLLM Ray actor."""
     import ray
 
-    from actors.rollout import GreedyEvaluator
+    from actors.rollout import GreedyEvaluator, heldout_request
 
-    prompts, golds = heldout
-    if not golds:
+    if not len(heldout):
         return {"accuracy": float("nan"), "n": 0}
-    actor = GreedyEvaluator.options(num_cpus=cfg.rollout.cpus_per_actor,
-                                    num_gpus=cfg.rollout.gpus_per_actor).remote(model_path, engine_kwargs(cfg))
+    actor = GreedyEvaluator.options(**rollout_resources(cfg)).remote(model_path, engine_config(cfg),
+                                                                     engines_on_cpu(cfg))
     try:
-        return ray.get(actor.accuracy.remote(prompts, golds, cfg.heldout.max_tokens, cfg.rollout.verifier_timeout_s))
+        return ray.get(actor.accuracy.remote(heldout.prompt_ids, heldout.golds, **heldout_request(cfg)))
     finally:
         ray.kill(actor)
 
@@ -104,8 +131,8 @@ def run(cfg: Config) -> dict:
     from actors.weights import get_or_create_store
     from pipeline.data import prompt_table, read_prompts
 
-    table = prompt_table(read_prompts(source, init_path, cfg.data.prompt_key, cfg.data.answer_key,
-                                      cfg.data.prompt_suffix, cfg.data.max_prompt_tokens))
+    table = prompt_table(read_prompts(source, init_path, cfg.data, *source_spec(cfg)[2:]),
+                         cfg.data.max_prompt_tokens, log=say)
     say(f"{len(table['uid'])} training prompts from {source.uri}")
     before = _heldout_before(cfg, init_path, heldout)
     store = get_or_create_store(start_step)
@@ -119,7 +146,7 @@ def run(cfg: Config) -> dict:
     return summary
 
 
-def _heldout_before(cfg: Config, init_path: str, heldout) -> dict:
+def _heldout_before(cfg: Config, init_path: str, heldout: HeldoutSet) -> dict:
     path = os.path.join(cfg.run_dir, "heldout_before.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -141,7 +168,7 @@ def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str
     summary = {
         "heldout_accuracy_before": before["accuracy"], "heldout_accuracy_after": after["accuracy"],
         "heldout_size": after["n"], "steps": steps, "wall_s": round(wall_s, 1), "final_checkpoint": final_path,
-        "algorithm": cfg.algorithm["name"],
+        "algorithm": cfg.algorithm.name,
         "mean_timings": {k: round(sum(m[k] for m in metrics) / len(metrics), 3) for k in timing_keys},
         "reward_first_last": [metrics[0]["reward/mean"], metrics[-1]["reward/mean"]] if metrics else None,
         "reward_first10_last10": [_mean_reward(metrics[:10]), _mean_reward(metrics[-10:])] if metrics else None,
@@ -155,14 +182,35 @@ def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str
     return summary
 
 
+def input_error(exc: BaseException) -> ConfigError | DataError | None:
+    """The configuration or data error behind ``exc`` (also when a Ray task or actor raised it and Ray
+    wrapped it), or None for anything else."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (ConfigError, DataError)):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
+def fail_cleanly(exc: BaseException) -> None:
+    """Configuration and data errors end the job with one line ``error: ...`` on stderr and exit code 2;
+    anything else propagates with its traceback."""
+    err = input_error(exc)
+    if err is None:
+        raise exc
+    message = str(err).strip().splitlines()
+    print(f"error: {message[-1] if message else type(err).__name__}", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(hydra_cfg: DictConfig) -> None:
     try:
-        cfg = config_mod.resolve_paths(config_mod.load(hydra_cfg))
-    except config_mod.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    run(cfg)
+        run(config_mod.resolve_paths(config_mod.load(hydra_cfg)))
+    except Exception as exc:  # noqa: BLE001 - config/data errors become one line, the rest re-raises
+        fail_cleanly(exc)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import hydra
@@ -29,17 +29,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclass
 class StudyConfig:
-    grid: str = "main"
-    grids: dict = field(default_factory=dict)
-    algorithms: Optional[list] = None
-    seeds: list = field(default_factory=lambda: [0, 1, 2])
-    overrides: list = field(default_factory=list)
-    study_dir: str = "runs/study"
-    launcher: str = "local"
-    max_concurrent: int = 1
-    address: Optional[str] = None
-    run_timeout_s: float = 7200.0
-    fresh_cache: bool = False
+    """A study's settings; values and documentation: configs/study/study.yaml."""
+
+    grid: str
+    grids: dict[str, list[str]]
+    algorithms: Optional[list[str]]
+    seeds: list[int]
+    overrides: list[str]
+    study_dir: str
+    launcher: str
+    max_concurrent: int
+    address: Optional[str]
+    run_timeout_s: float
+    fresh_cache: bool
 
 
 @dataclass
@@ -58,24 +60,20 @@ def load(cfg) -> StudyConfig:
     """Hydra config -> validated :class:`StudyConfig` (errors name the field)."""
     from omegaconf import OmegaConf
 
+    from core.typed import build, require
     from losses import known_algorithms
-    from pipeline.config import ConfigError
 
     raw = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
-    c = StudyConfig(**raw)
+    c = build(StudyConfig, raw)
     if c.algorithms is None:
-        if c.grid not in c.grids:
-            raise ConfigError(f"invalid configuration at 'grid': unknown grid {c.grid!r}; known: {sorted(c.grids)}")
+        require(c.grid in c.grids, "grid", f"unknown grid {c.grid!r}; known: {sorted(c.grids)}")
         c.algorithms = list(c.grids[c.grid])
     unknown = [a for a in c.algorithms if a not in known_algorithms()]
-    if unknown or not c.algorithms:
-        raise ConfigError(f"invalid configuration at 'algorithms': unknown {unknown}; known: {known_algorithms()}")
-    if not c.seeds or len(set(c.seeds)) != len(c.seeds):
-        raise ConfigError(f"invalid configuration at 'seeds': need distinct seeds, got {c.seeds}")
-    if c.launcher not in ("local", "ray_jobs"):
-        raise ConfigError(f"invalid configuration at 'launcher': must be local or ray_jobs, got {c.launcher!r}")
-    if c.max_concurrent < 1:
-        raise ConfigError(f"invalid configuration at 'max_concurrent': must be >= 1, got {c.max_concurrent}")
+    require(not unknown and bool(c.algorithms), "algorithms", f"unknown {unknown}; known: {known_algorithms()}")
+    require(bool(c.seeds) and len(set(c.seeds)) == len(c.seeds), "seeds", f"need distinct seeds, got {c.seeds}")
+    require(c.launcher in ("local", "ray_jobs"), "launcher", f"must be local or ray_jobs, got {c.launcher!r}")
+    require(c.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {c.max_concurrent}")
+    require(c.run_timeout_s > 0, "run_timeout_s", f"must be > 0, got {c.run_timeout_s}")
     c.study_dir = os.path.abspath(os.path.expanduser(c.study_dir))
     return c
 

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from pipeline.report import heldout_curve
-from pipeline.run_dir import read_metrics
+from core.run_dir import read_metrics
 
 LAST = 10
 QUADS = ("PHR", "PLR", "NLR", "NHR")

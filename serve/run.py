@@ -9,8 +9,9 @@ import threading
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from serve.config import RUN_ONLY_KEYS
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "serve")
-RUN_ONLY_KEYS = ("ray_address", "blocking")
 
 
 def start(cfg, ray_address: str | None = None) -> str:

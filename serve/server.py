@@ -45,7 +45,7 @@ class ProbedLLMServer(LLMServer):
             raise RuntimeError(f"engine did not answer within {self._probe_timeout}s; replacing the replica") from None
 
     async def _load_newest(self) -> None:
-        from pipeline.run_dir import latest_checkpoint
+        from core.run_dir import latest_checkpoint
 
         found = await asyncio.to_thread(latest_checkpoint, self._follow_dir)
         if found is None or found[0] == self._step:

@@ -30,19 +30,19 @@ class A3POConfig(AlgorithmConfig):
     """A3PO keys (see configs/algorithm/a3po.yaml): polarity weights, ``rank_by``, a (fraction, scale)
     pair per polarity × high/low key, and the decay of the scales over training."""
 
-    pos_weight: float = 1.0
-    neg_weight: float = 1.0
-    rank_by: str = "prob"
-    pos_high_fraction: float = 0.0
-    pos_high_scale: float = 1.0
-    pos_low_fraction: float = 0.2
-    pos_low_scale: float = 2.0
-    neg_high_fraction: float = 0.2
-    neg_high_scale: float = 2.0
-    neg_low_fraction: float = 0.0
-    neg_low_scale: float = 1.0
-    scale_decay: str = "linear"
-    decay_end: float = 1.0
+    pos_weight: float
+    neg_weight: float
+    rank_by: str
+    pos_high_fraction: float
+    pos_high_scale: float
+    pos_low_fraction: float
+    pos_low_scale: float
+    neg_high_fraction: float
+    neg_high_scale: float
+    neg_low_fraction: float
+    neg_low_scale: float
+    scale_decay: str
+    decay_end: float
 
     def validate(self) -> None:
         super().validate()

@@ -17,8 +17,8 @@ from ..registry import register
 class KLCovConfig(AlgorithmConfig):
     """``kl_cov_ratio``: fraction k of tokens (top covariance) penalised; ``kl_cov_coef``: penalty β."""
 
-    kl_cov_ratio: float = 2e-4
-    kl_cov_coef: float = 1.0
+    kl_cov_ratio: float
+    kl_cov_coef: float
 
     def validate(self) -> None:
         super().validate()
@@ -48,10 +48,10 @@ class KLCov(Algorithm):
 class ClipCovConfig(AlgorithmConfig):
     """``clip_cov_ratio``: fraction of tokens detached; ``clip_cov_lb``/``ub``: Cov window; ``seed``: RNG."""
 
-    clip_cov_ratio: float = 2e-4
-    clip_cov_lb: float = 1.0
-    clip_cov_ub: float = 5.0
-    seed: int = 0
+    clip_cov_ratio: float
+    clip_cov_lb: float
+    clip_cov_ub: float
+    seed: int
 
     def validate(self) -> None:
         super().validate()

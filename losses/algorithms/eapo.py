@@ -1,7 +1,7 @@
 """EAPO and its "without quadrant Q" ablations (arXiv 2604.11056)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -10,16 +10,15 @@ from ..config import AlgorithmConfig, check_number, check_subset, fail
 from ..eapo import entropy_aware_advantages
 from ..quadrants import QUADRANTS, quadrant_masks, union_mask
 from ..registry import register
-from .grpo import DAPO_DATA
 
 
 @dataclass
 class EAPOConfig(AlgorithmConfig):
     """EAPO keys: alpha (α), phi (φ), without_quadrants (ablation: quadrants that keep the plain Â)."""
 
-    alpha: float = 0.2
-    phi: float = 2.0
-    without_quadrants: tuple = field(default_factory=tuple)
+    alpha: float
+    phi: float
+    without_quadrants: tuple
 
     def validate(self) -> None:
         super().validate()
@@ -30,15 +29,16 @@ class EAPOConfig(AlgorithmConfig):
         check_subset(self, "without_quadrants", QUADRANTS)
 
 
-@register("eapo", **DAPO_DATA)
-@register("eapo_wo_phr", without_quadrants=("PHR",), **DAPO_DATA)
-@register("eapo_wo_plr", without_quadrants=("PLR",), **DAPO_DATA)
-@register("eapo_wo_nlr", without_quadrants=("NLR",), **DAPO_DATA)
-@register("eapo_wo_nhr", without_quadrants=("NHR",), **DAPO_DATA)
+@register("eapo")
+@register("eapo_wo_phr")
+@register("eapo_wo_plr")
+@register("eapo_wo_nlr")
+@register("eapo_wo_nhr")
 class EAPO(Algorithm):
     """EAPO (arXiv 2604.11056): Â^CA = Â + α·sign(Â)·sg[clip((H − μ_H)/σ_H, ±|Â|/φ)] in the DAPO objective.
 
-    Built on DAPO, its data side included (dynamic sampling, overlong shaping: ``DAPO_DATA``).
+    Built on DAPO, its data side included (dynamic sampling, overlong shaping: configs/algorithm/eapo.yaml
+    composes dapo.yaml).
     μ_H, σ_H: group statistics of old-policy entropy over all response tokens. Tokens of the quadrants
     in ``without_quadrants`` keep the plain Â (the paper's "w/o Q" ablation). Tokens with Â = 0 are in no
     quadrant and need no special case: Â^CA = Â = 0 there either way (sign(0) = 0).

@@ -15,8 +15,8 @@ from ..registry import register
 class EntroAdvConfig(AlgorithmConfig):
     """``alpha``: entropy scale α; ``kappa``: κ, the bonus is capped at |Â|/κ."""
 
-    alpha: float = 0.4
-    kappa: float = 2.0
+    alpha: float
+    kappa: float
 
     def validate(self) -> None:
         super().validate()

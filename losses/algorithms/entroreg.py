@@ -5,7 +5,7 @@ from ..base import Algorithm
 from ..registry import register
 
 
-@register("entroreg", entropy_coef=1e-3)
+@register("entroreg")
 class EntroReg(Algorithm):
     """Entropy bonus (Williams & Peng 1991; Mnih et al., A3C, arXiv 1602.01783), as compared in arXiv 2604.11056.
 

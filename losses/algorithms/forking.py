@@ -24,7 +24,7 @@ from ..registry import register
 class ForkingConfig(AlgorithmConfig):
     """``top_ratio``: ρ, the fraction of the batch's response tokens (highest entropy) that keep gradient."""
 
-    top_ratio: float = 0.2
+    top_ratio: float
 
     def validate(self) -> None:
         super().validate()

@@ -4,13 +4,8 @@ from __future__ import annotations
 from ..base import Algorithm
 from ..registry import register
 
-# The paper's DAPO data side (arXiv 2503.14476), shared by EAPO which builds on it: dynamic sampling on,
-# soft overlong punishment with a buffer of 4 tokens. The paper uses 4096 of a 20480-token budget (20%);
-# 4 suits the tiny CPU default's 32-token max_tokens (12.5%); the paper presets override it.
-DAPO_DATA = dict(dynamic_sampling=True, overlong_buffer=4)
 
-
-@register("grpo", advantage_estimator="grpo", aggregation="seq_mean_token_mean", clip_low=0.2, clip_high=0.2)
+@register("grpo")
 class GRPO(Algorithm):
     """GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300).
 
@@ -19,7 +14,7 @@ class GRPO(Algorithm):
     """
 
 
-@register("dapo", advantage_estimator="grpo", aggregation="token_mean", clip_low=0.2, clip_high=0.28, **DAPO_DATA)
+@register("dapo")
 class DAPO(Algorithm):
     """DAPO (Yu et al., arXiv 2503.14476): clip-higher (ε_low 0.2, ε_high 0.28), token-mean over the batch.
 
@@ -29,8 +24,7 @@ class DAPO(Algorithm):
     """
 
 
-@register("dr_grpo", advantage_estimator="dr_grpo", aggregation="seq_mean_token_sum_norm",
-          clip_low=0.2, clip_high=0.2)
+@register("dr_grpo")
 class DrGRPO(Algorithm):
     """Dr.GRPO (Liu et al., "Understanding R1-Zero-Like Training", arXiv 2503.20783).
 

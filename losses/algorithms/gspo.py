@@ -6,7 +6,7 @@ from ..policy_loss import sequence_log_ratio
 from ..registry import register
 
 
-@register("gspo", advantage_estimator="grpo", aggregation="seq_mean_token_mean", clip_low=3e-4, clip_high=4e-4)
+@register("gspo")
 class GSPO(Algorithm):
     """GSPO (Zheng et al., arXiv 2507.18071): s_i = exp((1/|o_i|) Σ_t log ρ_{i,t});
 

@@ -15,7 +15,7 @@ from ..registry import register
 class QuadrantConfig(AlgorithmConfig):
     """``quadrants``: non-empty subset of PHR, PLR, NLR, NHR that receive gradient."""
 
-    quadrants: tuple = ("PHR",)
+    quadrants: tuple
 
     def validate(self) -> None:
         super().validate()
@@ -24,11 +24,11 @@ class QuadrantConfig(AlgorithmConfig):
             fail("quadrants", "must name at least one quadrant")
 
 
-@register("quadrant", quadrants=QUADRANTS)
-@register("quadrant_phr", quadrants=("PHR",))
-@register("quadrant_plr", quadrants=("PLR",))
-@register("quadrant_nlr", quadrants=("NLR",))
-@register("quadrant_nhr", quadrants=("NHR",))
+@register("quadrant")
+@register("quadrant_phr")
+@register("quadrant_plr")
+@register("quadrant_nlr")
+@register("quadrant_nhr")
 class QuadrantIsolation(Algorithm):
     """Quadrant isolation (arXiv 2604.11056): DAPO loss × 1[token ∈ ∪ quadrants];
     the normaliser still counts every response token.

@@ -15,8 +15,7 @@ from ..registry import register
 class WReinfConfig(AlgorithmConfig):
     """``positive_weight``: λ, the weight of positive samples (negative samples keep weight 1)."""
 
-    advantage_estimator: str = "reward"
-    positive_weight: float = 0.1
+    positive_weight: float
 
     def validate(self) -> None:
         super().validate()

@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from actors.policy_forward import shared_prompt_logprobs_entropy, token_logprobs_entropy
-from pipeline.batch import RolloutShard, collate
+from core.batch import RolloutShard, collate
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
-    from pipeline.tiny_model import TinyModelSpec, build_random_policy
+    from task.tiny_model import build_random_policy, tiny_spec
 
     path = build_random_policy(str(tmp_path_factory.mktemp("m")), seed=1,
-                               spec=TinyModelSpec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                               spec=tiny_spec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
                                                   intermediate_size=128))
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64)
 

@@ -17,18 +17,18 @@ import torch.distributed as dist
 
 from actors import update as U
 from losses import build_algorithm
-from pipeline.batch import RolloutShard, collate
-from pipeline.config import Config
+from core.batch import RolloutShard, collate
+from pipeline.config import Config, compose
 
 G, PROMPTS = 4, 4
 
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    from pipeline.tiny_model import TinyModelSpec, build_random_policy
+    from task.tiny_model import build_random_policy, tiny_spec
 
     path = tmp_path_factory.mktemp("policy")
-    spec = TinyModelSpec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
+    spec = tiny_spec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
     return build_random_policy(str(path), seed=0, spec=spec)
 
 
@@ -43,12 +43,14 @@ def process_group(tmp_path_factory):
     yield
 
 
-def make_batch(seed: int):
+def make_batch(seed: int, equal_rewards: bool = False):
     rng = np.random.default_rng(seed)
     prompts = [list(rng.integers(5, 200, size=int(rng.integers(3, 7)))) for _ in range(PROMPTS)]
     responses = [list(rng.integers(5, 200, size=int(rng.integers(2, 9)))) for _ in range(PROMPTS * G)]
     rewards = rng.integers(0, 2, size=PROMPTS * G).astype(np.float32)
     rewards[:G] = 1.0  # one all-equal group (A = 0)
+    if equal_rewards:  # every group all-equal: every advantage is 0
+        rewards[:] = 1.0
     algo = build_algorithm({"name": "eapo"})
     adv = algo.compute_advantages(torch.from_numpy(rewards), torch.arange(PROMPTS * G) // G).numpy()
     shard = RolloutShard(step=0, shard=0, group_size=G, prompt_ids=prompts, golds=["0"] * PROMPTS,
@@ -59,7 +61,7 @@ def make_batch(seed: int):
 
 
 def config(**trainer) -> Config:
-    cfg = Config()
+    cfg = compose()
     cfg.rollout = dataclasses.replace(cfg.rollout, n=G, temperature=1.0, max_tokens=8, staleness=0)
     settings = dict(lr=1e-3, micro_batch_size=8, prompts_per_step=PROMPTS, mini_batches_per_step=1,
                     epochs_per_step=1, is_correction=False)
@@ -131,3 +133,69 @@ def test_is_correction_scales_each_tokens_loss(policy):
     p_ref = params(engine)
     for k in p_on:
         torch.testing.assert_close(p_on[k], p_ref[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference_policy(tmp_path_factory):
+    """Another tiny policy (other seed) as the KL reference, so KL(π ‖ π_ref) is far from 0."""
+    from task.tiny_model import build_random_policy, tiny_spec
+
+    path = tmp_path_factory.mktemp("reference")
+    spec = tiny_spec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
+    return build_random_policy(str(path), seed=1, spec=spec)
+
+
+def kl_reference_float64(policy_path, reference_path, batch, beta):
+    """β·KL_k3 token-mean over the batch's response tokens and the norm of its gradient, in float64."""
+    from transformers import AutoModelForCausalLM
+
+    pol = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float64)
+    ref = AutoModelForCausalLM.from_pretrained(reference_path, dtype=torch.float64)
+
+    def token_logprobs(model):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+        return torch.log_softmax(logits, -1).gather(-1, batch.labels[..., None])[..., 0]
+
+    with torch.no_grad():
+        ref_lp = token_logprobs(ref)
+    log_r = ref_lp - token_logprobs(pol)
+    mask = batch.response_mask.bool()
+    kl = ((torch.expm1(log_r) - log_r) * mask).sum() / mask.sum()
+    grads = torch.autograd.grad(beta * kl, [p for p in pol.parameters() if p.requires_grad], allow_unused=True)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None]))
+    return float(kl), float(norm)
+
+
+@pytest.mark.parametrize("path", ["fused", "separate"])
+def test_kl_term_matches_a_float64_reference(policy, reference_policy, path):
+    """With all advantages 0 the step's loss is β·KL(π ‖ π_ref) alone: its value and gradient norm equal
+    a float64 computation from the two checkpoints (k3 estimator, token-mean)."""
+    from actors.train_worker import build_reference
+
+    beta = 0.5
+    cfg = config()
+    cfg.algorithm = build_algorithm({"name": "dapo", "kl_coef": beta, "kl_estimator": "k3"}).config
+    batch = make_batch(3, equal_rewards=True)
+    assert float(batch.advantages.abs().max()) == 0.0
+    algo = build_algorithm(cfg.algorithm)
+    reference = build_reference(cfg, reference_policy, torch.device("cpu"))
+    assert not any(p.requires_grad for p in reference.parameters())
+    engine = engine_for(cfg, policy, 8, 2)
+    fn = U.fused_update if path == "fused" else U.separate_update
+    res = fn(engine, algo, batch, cfg, 1, 8, reference)
+    kl, grad_norm = kl_reference_float64(policy, reference_policy, batch, beta)
+    assert kl > 1e-3  # two random initialisations: small, but far from 0 in float32
+    micro_batches = batch.size // 8
+    assert res.stats["kl_loss"] * micro_batches == pytest.approx(kl, rel=1e-4)  # additive shares of J_KL
+    assert res.stats["grad_norm"] == pytest.approx(grad_norm, rel=1e-3)
+
+
+def test_kl_reference_is_built_only_for_a_kl_term(policy):
+    from actors.train_worker import build_reference
+
+    cfg = config()
+    assert cfg.algorithm.kl_coef == 0 and build_reference(cfg, policy, torch.device("cpu")) is None
+    algo = build_algorithm({"name": "dapo", "kl_coef": 0.1})
+    engine = engine_for(cfg, policy, 8, 2)
+    with pytest.raises(ValueError, match="^kl_coef: 0.1 > 0 needs ref_logprobs"):
+        U.separate_update(engine, algo, make_batch(4), cfg, 1, 8)

@@ -3,38 +3,28 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import losses
-from losses import build_algorithm, known_algorithms
+from core.config_files import compose_option, options
+from losses import algorithm_defaults, build_algorithm, known_algorithms
 from losses.algorithms.grpo import DAPO
 from losses.config import AlgorithmConfig
 
-yaml = pytest.importorskip("yaml")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "algorithm"
 REQUIRED = ["eapo", "grpo", "dapo", "dr_grpo", "gspo", "forking", "entroadv", "entroreg", "kl_cov", "clip_cov",
             "w_reinf", "a3po", "quadrant_phr", "quadrant_plr", "quadrant_nlr", "quadrant_nhr"]
+ALGORITHM_FILES = [name for name in options("algorithm") if name != "base"]
 
 
 def load(name):
-    """The algorithm mapping of configs/algorithm/<name>.yaml (a `# @package _global_` file nests it
-    under `algorithm:` and may set other groups' keys, e.g. w_reinf's +-1 rewards)."""
-    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
-    return raw["algorithm"] if "algorithm" in raw else raw
-
-
-def algorithm_lines(path):
-    """Lines of the algorithm mapping (dedented block under `algorithm:` for a global-package file)."""
-    lines = path.read_text().splitlines()
-    if "algorithm:" not in lines:
-        return lines
-    block = lines[lines.index("algorithm:") + 1:]
-    end = next((i for i, ln in enumerate(block) if ln and not ln.startswith(" ")), len(block))
-    return [ln[2:] for ln in block[:end]]
+    """The composed algorithm mapping of configs/algorithm/<name>.yaml (its defaults list followed)."""
+    return compose_option("algorithm", name)
 
 
 def test_every_yaml_builds_and_every_required_name_exists():
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    assert set(REQUIRED) <= set(names) <= set(known_algorithms())
+    names = ALGORITHM_FILES
+    assert set(REQUIRED) <= set(names) == set(known_algorithms())
     for name in names:
         cfg = load(name)
         assert cfg["name"] == name
@@ -100,11 +90,27 @@ def test_string_numbers_and_omegaconf():
 
 
 def test_register_new_algorithm_without_touching_the_registry():
-    @losses.register("unit_test_algo", clip_high=0.5)
+    @losses.register("unit_test_algo")
     class UnitTest(DAPO):
         """Test-only subclass."""
 
-    assert build_algorithm({"name": "unit_test_algo"}).config.clip_high == 0.5
+    try:
+        # without configs/algorithm/unit_test_algo.yaml every key must be given: the registry holds no values
+        with pytest.raises(ValueError, match=r"^advantage_estimator: missing key"):
+            build_algorithm({"name": "unit_test_algo"})
+        algo = build_algorithm({**algorithm_defaults("dapo"), "name": "unit_test_algo", "clip_high": 0.5})
+        assert type(algo) is UnitTest and algo.config.clip_high == 0.5
+    finally:
+        losses.registry.ALGORITHMS.remove("unit_test_algo")
+
+
+def test_build_algorithm_by_name_is_the_composed_yaml():
+    """``build_algorithm({"name": n})`` (library users, tests) runs with what Hydra composes for
+    ``algorithm=n`` (the equality of the two compositions is tests/test_config_files.py's)."""
+    for name in ALGORITHM_FILES:
+        assert dataclasses.asdict(build_algorithm({"name": name}).config) == \
+            dataclasses.asdict(build_algorithm(load(name)).config), name
+    assert build_algorithm({"name": "quadrant"}).config.quadrants == ("PHR", "NHR")
 
 
 DATA_KEYS = ("dynamic_sampling", "max_sampling_rounds", "overlong_buffer", "overlong_penalty_factor")
@@ -118,23 +124,39 @@ def test_dapo_data_keys_per_algorithm():
         assert got == ((True, 3, 4, 1.0) if name in DAPO_LIKE else (False, 3, 0, 1.0)), name
 
 
-def test_every_yaml_agrees_with_its_registry_base_keys_and_lists_every_key_with_a_comment():
-    """A YAML may pick family keys of its own (it overrides the registry preset by design), but the shared
-    base keys must agree with the registry preset, so `build_algorithm({"name": ...})` and the YAML run
-    the same DAPO data side; every YAML repeats all keys of its config (the base keys first), each under
-    a comment line."""
-    base = [f.name for f in dataclasses.fields(AlgorithmConfig)]
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
-        from_yaml = build_algorithm(load(path.stem)).config
-        from_registry = build_algorithm({"name": path.stem}).config
-        for key in base:
-            assert getattr(from_yaml, key) == getattr(from_registry, key), (path.stem, key)
-        lines = algorithm_lines(path)
-        keys = [ln.split(":")[0] for ln in lines if ln and not ln.startswith("#")]
-        assert keys == [f.name for f in dataclasses.fields(from_yaml)], path.stem
-        for i, ln in enumerate(lines):
-            if ln and not ln.startswith("#") and not ln.startswith("name:"):
-                assert lines[i - 1].startswith("# "), (path.stem, ln)
+def _own_keys(name):
+    """(keys the file itself sets, its parent option or None) of configs/algorithm/<name>.yaml."""
+    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    parents = [d.split("@")[0] for d in raw.pop("defaults", []) if d != "_self_"]
+    own = raw.get("algorithm", raw)
+    return own, (parents[0] if parents else None)
+
+
+def _commented_keys(name):
+    lines = [ln.strip() for ln in (CONFIG_DIR / f"{name}.yaml").read_text().splitlines()]
+    return {ln.split(":")[0] for i, ln in enumerate(lines)
+            if ln and not ln.startswith(("#", "-")) and i and lines[i - 1].startswith("# ")}
+
+
+def test_every_default_is_written_once_and_documented():
+    """base.yaml holds the shared keys, each under its trade-off comment; every algorithm file names one
+    parent (base or its family's file) and sets only keys whose value differs from the parent's, or keys
+    of its own family (commented where they first appear)."""
+    base_fields = [f.name for f in dataclasses.fields(AlgorithmConfig)]
+    base, _ = _own_keys("base")
+    assert list(base) == base_fields
+    assert set(base_fields) - {"name"} <= _commented_keys("base")
+    for name in ALGORITHM_FILES:
+        own, parent = _own_keys(name)
+        assert parent is not None, f"{name}.yaml has no parent in its defaults list"
+        inherited = load(parent)
+        for key, value in own.items():
+            if key in inherited and key != "name":
+                assert value != inherited[key], f"{name}.yaml repeats {key}={value!r} of {parent}.yaml"
+        first_seen = set(own) - set(inherited) - {"name"}
+        assert first_seen <= _commented_keys(name), (name, first_seen - _commented_keys(name))
+        fields = {f.name for f in dataclasses.fields(build_algorithm(load(name)).config)}
+        assert set(load(name)) == fields, name
 
 
 def test_group_local_credit_is_the_same_shaped_per_chunk_of_whole_groups():

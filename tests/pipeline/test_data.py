@@ -9,8 +9,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data import DataError, Normalise, ShardPrompts, epoch_order, inspect_source
-from pipeline.synthetic_task import sample_problems, to_rows
-from pipeline.tiny_model import build_tokenizer
+from task.synthetic import sample_problems, to_rows
+from task.tiny_model import build_tokenizer
+
+
+def data_cfg(prompt_key: str, answer_key: str, suffix: str, max_tokens: int):
+    """The run's ``data`` section (configs/data/synthetic.yaml) with these fields."""
+    from core.config import DataConfig
+    from core.config_files import compose_option
+    from core.typed import build
+
+    values = {**compose_option("data", "synthetic"), "prompt_key": prompt_key, "answer_key": answer_key,
+              "prompt_suffix": suffix, "max_prompt_tokens": max_tokens}
+    return build(DataConfig, values, "data")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +36,7 @@ def test_shared_math_train_set_passes_inspection_and_normalises(data_dir, tokeni
     info = inspect_source(uri, "auto", "prompt", "reward_model.ground_truth")
     assert info.format == "parquet" and info.num_rows > 8000
     table = pq.read_table(uri).slice(0, 8)
-    out = Normalise(tokenizer_dir, "prompt", "reward_model.ground_truth", "", 100_000)(
+    out = Normalise(tokenizer_dir, data_cfg("prompt", "reward_model.ground_truth", "", 100_000))(
         {name: np.asarray(table.column(name).to_pylist() + [None], dtype=object)[:-1] for name in table.column_names})
     golds = [r["reward_model"]["ground_truth"] for r in table.to_pylist()]
     assert list(out["gold"]) == golds
@@ -52,14 +63,14 @@ def test_jsonl_with_plain_text_prompt_and_suffix(tmp_path, tokenizer_dir):
     path = tmp_path / "p.jsonl"
     path.write_text("\n".join(json.dumps({"problem": f"What is {i}+1?", "answer": str(i + 1)}) for i in range(3)))
     assert inspect_source(str(path), "auto", "problem", "answer").num_rows == 3
-    norm = Normalise(tokenizer_dir, "problem", "answer", "Put the answer in \\boxed{}.", 512)
+    norm = Normalise(tokenizer_dir, data_cfg("problem", "answer", "Put the answer in \\boxed{}.", 512))
     out = norm({"problem": np.asarray(["What is 1+1?"], dtype=object), "answer": np.asarray(["2"], dtype=object)})
     assert "boxed" in out["uid"][0]
     assert list(out["gold"]) == ["2"]
 
 
 def test_row_with_null_answer_names_the_field(tokenizer_dir):
-    norm = Normalise(tokenizer_dir, "problem", "answer", "", 512)
+    norm = Normalise(tokenizer_dir, data_cfg("problem", "answer", "", 512))
     with pytest.raises(DataError, match="'answer' is missing"):
         norm({"problem": np.asarray(["q"], dtype=object), "answer": np.asarray([None], dtype=object),
               "path": np.asarray(["/data/x.jsonl"], dtype=object)})
@@ -101,7 +112,7 @@ def test_synthetic_heldout_never_overlaps_train():
 
 
 def test_reference_solution_adds_by_columns_and_flawed_variant_drops_carries():
-    from pipeline.synthetic_task import Problem
+    from task.synthetic import Problem
 
     assert Problem(34, 48).solution() == "4+8=12 3+4+1=8 \\boxed{82}"
     assert Problem(34, 48).solution(drop_carries=True) == "4+8=12 3+4=7 \\boxed{72}"
@@ -126,3 +137,101 @@ def test_refill_reserve_is_deterministic_per_shard_and_travels_with_the_shard():
     assert len(shard.refill_prompt_ids) == 4
     assert shard.refill_golds == [str(r) for r in refill_rows(10, 0, 3, 4)]
     assert shard.refill_prompt_ids == [[int(g)] for g in shard.refill_golds]
+
+
+# ---- bad input found by trying it: each fails fast naming file/row/field, or is counted and logged ----
+
+def _parquet(path, rows):
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)
+
+
+def test_null_or_nan_answer_names_file_row_and_field(tmp_path):
+    import pandas as pd
+
+    # pandas writes None as null and a float NaN as NaN: both used to become the gold string "nan"
+    pd.DataFrame({"prompt": ["a", "b", "c"], "answer": ["1", "2", None]}).to_parquet(tmp_path / "null.parquet")
+    with pytest.raises(DataError, match=r"null\.parquet: row 3: field 'answer' \(data\.answer_key\) is null or NaN"):
+        inspect_source(str(tmp_path / "null.parquet"), "auto", "prompt", "answer")
+    pd.DataFrame({"prompt": ["a", "b"], "answer": [1.0, float("nan")]}).to_parquet(tmp_path / "nan.parquet")
+    with pytest.raises(DataError, match=r"nan\.parquet: row 2: field 'answer'"):
+        inspect_source(str(tmp_path / "nan.parquet"), "auto", "prompt", "answer")
+    nested = [{"prompt": "a", "reward_model": {"ground_truth": "1"}}, {"prompt": "b", "reward_model": {"ground_truth": None}}]
+    with pytest.raises(DataError, match=r"row 2: field 'reward_model\.ground_truth'"):
+        inspect_source(_parquet(tmp_path / "nested.parquet", nested), "auto", "prompt", "reward_model.ground_truth")
+
+
+def test_empty_answers_are_counted_and_all_empty_is_an_error(tmp_path):
+    some = _parquet(tmp_path / "some.parquet", [{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": " "}])
+    info = inspect_source(some, "auto", "prompt", "answer")
+    assert (info.num_rows, info.empty_answers) == (2, 1)
+    every = _parquet(tmp_path / "every.parquet", [{"prompt": "a", "answer": ""}, {"prompt": "b", "answer": ""}])
+    with pytest.raises(DataError, match=r"every\.parquet: field 'answer' .*empty on every one of its 2 rows"):
+        inspect_source(every, "auto", "prompt", "answer")
+
+
+def test_malformed_prompt_names_file_row_and_field(tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "answer": "1"}, {"prompt": [{"role": "user"}], "answer": "2"}]
+    with pytest.raises(DataError, match=r"bad_prompt\.parquet: row 2: field 'prompt' .*chat messages"):
+        inspect_source(_parquet(tmp_path / "bad_prompt.parquet", rows), "auto", "prompt", "answer")
+
+
+def test_non_utf8_bytes_name_file_row_and_field(tmp_path):
+    path = tmp_path / "bytes.jsonl"
+    path.write_bytes(b'{"problem": "ok", "answer": "1"}\n{"problem": "bad \xff\xfe", "answer": "2"}\n')
+    with pytest.raises(DataError, match=r"bytes\.jsonl: row 2: field 'problem' \(data\.prompt_key\) is not valid UTF-8"):
+        inspect_source(str(path), "auto", "problem", "answer")
+
+
+def test_dropped_prompts_are_counted_and_logged(tokenizer_dir):
+    from pipeline.data import collect_prompts
+
+    rows = {"problem": np.asarray(["What is 1+1?", "x " * 300, "What is 2+2?"], dtype=object),
+            "answer": np.asarray(["2", "3", ""], dtype=object)}
+    out = Normalise(tokenizer_dir, data_cfg("problem", "answer", "", 64))(rows)
+    logged = []
+    table = collect_prompts([out], 64, log=logged.append)
+    assert table["gold"] == ["2"] and table["dropped"] == {"too_long": 1, "empty_answer": 1}
+    assert logged and "dropped 1 prompts longer than data.max_prompt_tokens=64" in logged[0]
+    assert "1 rows with an empty answer" in logged[0]
+    with pytest.raises(DataError, match="no usable prompts: all 2 were dropped"):
+        collect_prompts([Normalise(tokenizer_dir, data_cfg("problem", "answer", "", 64))(
+            {k: v[1:] for k, v in rows.items()})], 64, log=logged.append)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from task.tiny_model import build_random_policy, tiny_spec
+
+    return build_random_policy(str(tmp_path_factory.mktemp("ckpt")), seed=0,
+                               spec=tiny_spec(hidden_size=64, num_layers=1, intermediate_size=64))
+
+
+@pytest.mark.parametrize("case", ["null", "utf8", "all_empty"])
+def test_data_errors_end_the_job_with_one_line_and_exit_code_2(tmp_path, tiny_checkpoint, case):
+    """The job's own entry point: a data error is one `error:` line naming file/row/field, rc 2, before Ray."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    if case == "utf8":
+        data = tmp_path / "train.jsonl"
+        data.write_bytes(b'{"prompt": "ok", "answer": "1"}\n{"prompt": "\xff", "answer": "2"}\n')
+        expect = r"train\.jsonl: row 2: field 'prompt' .*not valid UTF-8"
+    else:
+        answers = ["1", None] if case == "null" else ["", ""]
+        data = _parquet(tmp_path / "train.parquet", [{"prompt": f"q{i}", "answer": a} for i, a in enumerate(answers)])
+        expect = r"row 2: field 'answer' .*null" if case == "null" else "empty on every one of its 2 rows"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.run", "model=pretrained", f"model.path={tiny_checkpoint}", "data=math_train",
+         f"data.path={data}", "data.format=auto", "data.answer_key=answer", "data.max_prompt_tokens=128",
+         "heldout.size=0", f"run_dir={tmp_path / 'run'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    import re
+
+    assert re.search(expect, lines[0]), lines[0]
+    assert not (tmp_path / "run" / "ray_train").exists()  # nothing started

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +125,29 @@ def test_staleness_one_lets_rollout_run_a_step_ahead(tmp_path):
     assert all(r["rollout/weight_version_lag"] == 1 for r in rows[1:])
     # the behaviour policy now differs from the trainer's: the gap the on-policy test bounds is visible
     assert max(r["rollout/logprob_gap"] for r in rows[1:]) > 1e-3
+
+
+def test_kl_term_runs_against_the_initial_policy(tmp_path):
+    """algorithm.kl_coef > 0: the frozen reference is the initial policy, so the first step's KL is 0 and
+    later steps' KL is positive (the policy moved away from it)."""
+    run_dir = tmp_path / "kl"
+    summary = run_job(run_dir, "algorithm.kl_coef=0.05", "trainer.total_steps=3", "trainer.save_every=3",
+                      "heldout.size=16")
+    rows = metrics(run_dir)
+    assert summary["steps"] == 3 and [r["step"] for r in rows] == [1, 2, 3]
+    assert abs(rows[0]["kl_loss"]) < 1e-6
+    assert rows[-1]["kl_loss"] > 0
+
+
+def test_file_data_with_a_heldout_file(tmp_path):
+    """data.source=files with heldout.path: the held-out accuracy is measured on the file's problems."""
+    from task.synthetic import sample_problems, write_parquet
+
+    train, held = tmp_path / "train.parquet", tmp_path / "heldout.parquet"
+    write_parquet(sample_problems(64, 1, 2, "train"), str(train))
+    write_parquet(sample_problems(8, 2, 2, "heldout"), str(held))
+    run_dir = tmp_path / "files"
+    summary = run_job(run_dir, "data=math_train", f"data.path={train}", f"heldout.path={held}",
+                      "data.max_prompt_tokens=128", "heldout.size=8", "trainer.total_steps=2", "trainer.save_every=2")
+    assert summary["heldout_size"] == 8 and summary["steps"] == 2
+    assert 0.0 <= summary["heldout_accuracy_before"] <= 1.0 and 0.0 <= summary["heldout_accuracy_after"] <= 1.0

@@ -25,7 +25,7 @@ def write_step(run_dir, step: int, checkpoint: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """Two tiny random Qwen2 checkpoints (different seeds) built locally, no downloads."""
-    from pipeline.tiny_model import build_random_policy
+    from task.tiny_model import build_random_policy
 
     root = tmp_path_factory.mktemp("ckpt")
     return {name: build_random_policy(str(root / name), seed=seed) for name, seed in (("tiny-a", 0), ("tiny-b", 1))}

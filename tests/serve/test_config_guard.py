@@ -4,20 +4,20 @@ import json
 import pytest
 
 from serve.config import to_serve_config
-from serve.engine_safety import seeded_prefill_safe_kwargs
+from core.engine import seeded_prefill_safe_kwargs
 from serve.guard import GuardSettings, authorized, clean_error, request_error
 
 
 def test_serve_config_errors_name_the_field(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['bogus'\] in serve.autoscaling"):
+    with pytest.raises(ValueError, match=r"^autoscaling\.bogus: unknown key\(s\) \['bogus'\]"):
         to_serve_config({"autoscaling": {"bogus": 1}})
     with pytest.raises(ValueError, match="has no config.json"):
         to_serve_config({"checkpoint": str(tmp_path)}).models()
     with pytest.raises(ValueError, match="checkpoint=<dir>"):
         to_serve_config({}).models()
-    with pytest.raises(ValueError, match="'limits.max_body_bytes'"):
+    with pytest.raises(ValueError, match=r"^limits\.max_body_bytes: "):
         to_serve_config({"limits": {"max_body_bytes": 0}})
-    with pytest.raises(ValueError, match="'device'"):
+    with pytest.raises(ValueError, match=r"^device: "):
         to_serve_config({"device": "tpu"})
     from serve.models import pin_newest_checkpoint
     with pytest.raises(ValueError, match="no complete checkpoint"):
@@ -34,7 +34,7 @@ def test_llm_configs_cpu_and_gpu(tiny_checkpoints, run_dir):
     from serve.models import llm_configs
 
     cfg = to_serve_config({"checkpoint": tiny_checkpoints["tiny-a"], "model_name": "a", "follow": str(run_dir),
-                           "engine": {"enable_chunked_prefill": True, "max_num_batched_tokens": 64}})
+                           "engine": {"max_num_batched_tokens": 64, "extra": {"enable_chunked_prefill": True}}})
     a, live = llm_configs(cfg)
     assert (a.model_id, live.model_id) == ("a", "policy") and cfg.host == "127.0.0.1"
     assert a.engine_kwargs["enable_chunked_prefill"] is False  # forced on CPU, whatever the config says
@@ -44,9 +44,21 @@ def test_llm_configs_cpu_and_gpu(tiny_checkpoints, run_dir):
     assert (live.model_loading_config.model_source != str(run_dir)
             and json.load(open(live.model_loading_config.model_source + "/config.json"))["vocab_size"] > 0)
     gpu = llm_configs(to_serve_config({"checkpoint": tiny_checkpoints["tiny-a"], "device": "gpu",
-                                       "engine": {"tensor_parallel_size": 2, "dtype": "bfloat16"}}))[0]
+                                       "engine": {"dtype": "bfloat16", "kv_cache_gb": None,
+                                                  "extra": {"tensor_parallel_size": 2}}}))[0]
     assert gpu.placement_group_config["bundles"] == [{"CPU": 0.5, "GPU": 1}] * 2
     assert "enable_chunked_prefill" not in gpu.engine_kwargs and gpu.accelerator_config.kind == "gpu"
+    assert "kv_cache_memory_bytes" not in gpu.engine_kwargs and "gpu_memory_utilization" not in gpu.engine_kwargs
+    assert a.engine_kwargs["kv_cache_memory_bytes"] == 256 << 20  # engine.kv_cache_gb: 0.25 (serve.yaml)
+
+
+def test_engine_section_is_the_one_engine_type_and_checked_by_key():
+    with pytest.raises(ValueError, match=r"^engine\.kv_cache_mb: unknown key"):
+        to_serve_config({"engine": {"kv_cache_mb": 256}})
+    with pytest.raises(ValueError, match=r"^engine\.kv_cache_gb: must be > 0"):
+        to_serve_config({"engine": {"kv_cache_gb": 0}})
+    with pytest.raises(ValueError, match=r"^engine\.kv_cache_gb: must be set on CPU"):
+        to_serve_config({"engine": {"kv_cache_gb": None}})
 
 
 S = GuardSettings(api_key="k", models=("m",), max_body_bytes=1000, max_sequences=8, max_tokens=100)

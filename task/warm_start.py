@@ -20,22 +20,27 @@ import shutil
 import time
 from dataclasses import asdict
 
-from pipeline.config import TaskConfig, WarmStartConfig
-from pipeline.synthetic_task import sample_problems
-from pipeline.tiny_model import TinyModelSpec, build_random_policy
+from core.config import TaskConfig, TinyModelConfig, WarmStartConfig
+from task.synthetic import sample_problems
+from task.tiny_model import build_random_policy
 
 
-def cache_key(spec: TinyModelSpec, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:
+def cache_key(spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:
     task_key = {k: getattr(task, k) for k in ("digits", "heldout_fraction")}
     blob = json.dumps({"spec": asdict(spec), "task": task_key, "ws": asdict(ws), "seed": seed, "v": 1},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def warm_started_policy(cache_dir: str, spec: TinyModelSpec, task: TaskConfig, ws: WarmStartConfig,
+def warm_start_path(cache_dir: str, spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig, seed: int) -> str:
+    """Where the warm start of these settings is (or will be) cached."""
+    return os.path.join(os.path.expanduser(cache_dir), cache_key(spec, task, ws, seed))
+
+
+def warm_started_policy(cache_dir: str, spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig,
                         seed: int, log=print) -> str:
     """Path of the warm-started checkpoint, building it if it is not cached yet."""
-    path = os.path.join(os.path.expanduser(cache_dir), cache_key(spec, task, ws, seed))
+    path = warm_start_path(cache_dir, spec, task, ws, seed)
     if os.path.exists(os.path.join(path, "WARM_START_DONE")):
         return path
     tmp = path + f".tmp{os.getpid()}"

@@ -11,8 +11,12 @@ Shapes: B = responses, L = padded prompt+response length, T = L - 1 next-token p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # core imports no heavy framework at module import time (tests/test_rooms.py)
+    import torch
 
 
 @dataclass
@@ -62,26 +66,19 @@ class RolloutShard:
 
 @dataclass
 class TrainBatch:
-    """Padded tensors for the policy update (torch tensors, CPU).
+    """Padded CPU tensors for the policy update: B responses, L = padded prompt+response length,
+    T = L − 1 next-token positions. The rows of a group are consecutive and share their prompt."""
 
-    input_ids [B, L] long, attention_mask [B, L] long, labels [B, T] long (= input_ids[:, 1:]),
-    response_mask [B, T] float (1 where labels[b, t] is a response token of a trained response; rows
-    that dynamic sampling filtered out are all 0), advantages [B] float,
-    rewards [B] float, group_ids [B] long (unique per prompt across the batch),
-    behaviour_logprobs [B, T] float (rollout engine's log-probs, 0 outside responses),
-    prompt_lengths [B] long (row b's prompt is input_ids[b, :prompt_lengths[b]]; the rows of a group
-    are consecutive and share their prompt).
-    """
-
-    input_ids: "object"
-    attention_mask: "object"
-    labels: "object"
-    response_mask: "object"
-    advantages: "object"
-    rewards: "object"
-    group_ids: "object"
-    behaviour_logprobs: "object"
-    prompt_lengths: "object"
+    input_ids: torch.Tensor  # [B, L] long, right-padded with the pad id
+    attention_mask: torch.Tensor  # [B, L] long, 1 on prompt and response tokens
+    labels: torch.Tensor  # [B, T] long, = input_ids[:, 1:]
+    response_mask: torch.Tensor  # [B, T] float, 1 where labels[b, t] is a response token of a trained row
+    #                              (rows dynamic sampling kept only for shape are all 0)
+    advantages: torch.Tensor  # [B] float, sequence-level advantage of row b
+    rewards: torch.Tensor  # [B] float
+    group_ids: torch.Tensor  # [B] long, unique per prompt across the batch
+    behaviour_logprobs: torch.Tensor  # [B, T] float, the rollout engine's log-probs, 0 outside responses
+    prompt_lengths: torch.Tensor  # [B] long, row b's prompt is input_ids[b, :prompt_lengths[b]]
 
     def rows(self, index) -> "TrainBatch":
         """The sub-batch of the given row indices (a slice or index tensor)."""

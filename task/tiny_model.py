@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict
 
-from pipeline.synthetic_task import tokenizer_corpus
+from core.config import TinyModelConfig
+from core.config_files import compose_option
+from core.typed import build
+from task.synthetic import tokenizer_corpus
 
 EOS = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -23,17 +26,10 @@ CHAT_TEMPLATE = (
 )
 
 
-@dataclass(frozen=True)
-class TinyModelSpec:
-    """Size of the tiny policy (see configs/model/tiny.yaml)."""
-
-    vocab_size: int = 512
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 2
-    num_kv_heads: int = 1
-    intermediate_size: int = 512
-    max_position_embeddings: int = 512
+def tiny_spec(**overrides) -> TinyModelConfig:
+    """The tiny policy's size: ``model.tiny`` of configs/model/tiny.yaml with ``overrides`` applied
+    (e.g. ``tiny_spec(hidden_size=64, num_layers=2)`` for a smaller test model)."""
+    return build(TinyModelConfig, {**compose_option("model", "tiny")["tiny"], **overrides}, "model.tiny")
 
 
 def build_tokenizer(out_dir: str, vocab_size: int = 512):
@@ -65,15 +61,16 @@ def build_tokenizer(out_dir: str, vocab_size: int = 512):
     return fast
 
 
-def build_random_policy(out_dir: str, seed: int = 0, spec: TinyModelSpec | None = None) -> str:
+def build_random_policy(out_dir: str, seed: int = 0, spec: TinyModelConfig | None = None) -> str:
     """Write a randomly initialised tiny Qwen2 policy + tokenizer to ``out_dir`` (float32).
 
-    Returns ``out_dir``. Deterministic for a given ``seed`` and ``spec``.
+    ``spec`` defaults to :func:`tiny_spec` (configs/model/tiny.yaml). Returns ``out_dir``. Deterministic
+    for a given ``seed`` and ``spec``.
     """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    spec = spec or TinyModelSpec()
+    spec = spec or tiny_spec()
     os.makedirs(out_dir, exist_ok=True)
     tokenizer = build_tokenizer(out_dir, spec.vocab_size)
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
@@ -99,5 +96,5 @@ def build_random_policy(out_dir: str, seed: int = 0, spec: TinyModelSpec | None 
     )
     model.save_pretrained(out_dir, safe_serialization=True)
     with open(os.path.join(out_dir, "tiny_model_spec.json"), "w") as f:
-        json.dump(spec.__dict__ | {"seed": seed}, f)
+        json.dump(asdict(spec) | {"seed": seed}, f)
     return out_dir
