@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from actors.weights import full_state_dict
 from core.run_dir import checkpoint_dir, list_checkpoints
 
 DS_TAG = "deepspeed"
@@ -34,9 +35,9 @@ def save_checkpoint(engine, cfg, step: int, rank: int, tokenizer_path: str) -> s
     engine.save_checkpoint(os.path.join(path, "trainer_state"), tag=DS_TAG)
     torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
                os.path.join(path, "rng", f"rank{rank}.pt"))
-    state = _full_state_dict(engine)
+    state = full_state_dict(engine)  # collective under ZeRO-3
     if rank == 0:
-        engine.module.save_pretrained(path, state_dict=state, safe_serialization=True)
+        engine.module.lm.save_pretrained(path, state_dict=state, safe_serialization=True)
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
@@ -54,16 +55,6 @@ def save_checkpoint(engine, cfg, step: int, rank: int, tokenizer_path: str) -> s
 def checkpoints_to_remove(cfg) -> list[str]:
     """Complete checkpoints of ``run_dir`` beyond the newest ``trainer.keep_checkpoints`` (oldest first)."""
     return [path for _, path in list_checkpoints(cfg.run_dir)[: -cfg.trainer.keep_checkpoints]]
-
-
-def _full_state_dict(engine):
-    """The unsharded module state (gathered from all ranks under ZeRO-3; collective there)."""
-    if engine.zero_optimization_stage() != 3:
-        return engine.module.state_dict()
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
-        return {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
 
 
 def load_trainer_state(engine, run_dir: str, step: int, rank: int, seed: int) -> None:

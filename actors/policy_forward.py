@@ -107,9 +107,32 @@ def policy_logprobs_entropy(model, batch, group_size: int, temperature: float, c
     return token_logprobs_entropy(model, batch, temperature, chunk_size)
 
 
+class PolicyModule(torch.nn.Module):
+    """The trainable policy as DeepSpeed sees it: the Hugging Face causal LM (``self.lm``) and a forward
+    that returns (log-probs [B, T], entropies [B, T]) of a TrainBatch (:func:`policy_logprobs_entropy`).
+
+    Computing them inside a module forward called through the engine is what lets ZeRO-3 gather every
+    parameter they read: the chunked projection reads ``lm_head.weight`` outside ``lm_head.forward``, so it
+    is registered as an external parameter of this module (outside any forward, ZeRO-3 holds an empty
+    partition of it). ``hf_state_dict`` keys are the Hugging Face names (``lm.`` stripped).
+    """
+
+    def __init__(self, lm, zero_stage: int = 0):
+        super().__init__()
+        self.lm = lm
+        if zero_stage == 3:
+            import deepspeed
+
+            deepspeed.zero.register_external_parameter(self, lm.lm_head.weight)
+
+    def forward(self, batch, group_size: int, temperature: float, chunk_size: int):
+        return policy_logprobs_entropy(self.lm, batch, group_size, temperature, chunk_size)
+
+
 @torch.no_grad()
-def old_policy_stats(model, batch, micro_batch_size: int, temperature: float, chunk_size: int, group_size: int = 1):
-    """Old-policy log-probs and entropies [B, T], computed without grad in micro-batches."""
-    outs = [policy_logprobs_entropy(model, batch.rows(slice(i, i + micro_batch_size)), group_size, temperature,
-                                    chunk_size) for i in range(0, batch.size, micro_batch_size)]
+def old_policy_stats(engine, batch, micro_batch_size: int, temperature: float, chunk_size: int, group_size: int = 1):
+    """Old-policy log-probs and entropies [B, T], computed without grad in micro-batches through ``engine``
+    (a DeepSpeed engine around a :class:`PolicyModule`, or the module itself)."""
+    outs = [engine(batch.rows(slice(i, i + micro_batch_size)), group_size, temperature, chunk_size)
+            for i in range(0, batch.size, micro_batch_size)]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])

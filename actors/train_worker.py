@@ -16,7 +16,7 @@ from actors.checkpoint import load_trainer_state, save_checkpoint
 from actors.periodic_eval import evaluate_checkpoint
 from actors.reward import verdict_counts
 from actors.update import update
-from actors.weights import STORE_NAME, state_dict_for_publish
+from actors.weights import STORE_NAME, full_state_dict
 from core.batch import collate
 from core.config import Config, shards_per_step
 from core.stages import TrainLoopSetup
@@ -76,11 +76,14 @@ def eval_due(cfg: Config, step: int) -> bool:
 
 
 def build_engine(cfg: Config, model_path: str, micro: int, grad_accum: int):
-    """DeepSpeed engine around the HF policy with a torch AdamW (no fused-kernel compilation)."""
+    """DeepSpeed engine around the policy (:class:`~actors.policy_forward.PolicyModule`: the HF model plus
+    the log-prob/entropy forward) with a torch AdamW (no fused-kernel compilation)."""
     import deepspeed
 
+    from actors.policy_forward import PolicyModule
+
     _disable_deepspeed_shm_op()
-    model = load_policy(cfg, model_path)
+    model = PolicyModule(load_policy(cfg, model_path), cfg.trainer.zero_stage)
     optimizer = torch.optim.AdamW(model.parameters(), **optimizer_settings(cfg))
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg, micro, grad_accum))
     return engine
@@ -99,13 +102,14 @@ def build_reference(cfg: Config, reference_path: str, device):
 
 
 def publish_weights(engine, version: int) -> float:
-    """Rank 0: put the new weights in the object store and announce ``version``; returns seconds."""
+    """Every rank: gather the full weights (a collective under ZeRO-3); rank 0 puts them in the object store
+    and announces ``version``. Returns seconds."""
     import ray
 
     t0 = time.perf_counter()
+    state = full_state_dict(engine)
     if engine.global_rank == 0:
-        ref = ray.put(state_dict_for_publish(engine.module))
-        ray.get(ray.get_actor(STORE_NAME).publish.remote(version, [ref]))
+        ray.get(ray.get_actor(STORE_NAME).publish.remote(version, [ray.put(state)]))
     return time.perf_counter() - t0
 
 

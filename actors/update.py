@@ -107,6 +107,12 @@ def importance_weights(cfg, old_logprobs, part):
     return truncated_is_weights(old_logprobs, part.behaviour_logprobs, part.response_mask, cfg.trainer.is_cap)
 
 
+def policy_forward(engine, part, cfg):
+    """(log-probs, entropies) [b, T] of the policy on ``part``, through the engine's forward (ZeRO-3 gathers)."""
+    kw = forward_kwargs(cfg)
+    return engine(part, kw["group_size"], kw["temperature"], kw["chunk_size"])
+
+
 @torch.no_grad()
 def reference_logprobs(reference, part, cfg) -> torch.Tensor:
     """log π_ref(o_t | s_t) [b, T] of the frozen reference policy (temperature-scaled like the policy's)."""
@@ -117,7 +123,7 @@ def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _S
                 reference=None):
     """Loss of one micro-batch, backward and (at the accumulation boundary) the optimizer step."""
     if logprobs is None:
-        logprobs, entropy = policy_logprobs_entropy(engine.module, part, **forward_kwargs(cfg))
+        logprobs, entropy = policy_forward(engine, part, cfg)
     weights = importance_weights(cfg, old_lp, part)
     if weights is not None:
         w, is_metrics = weights
@@ -157,7 +163,7 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=Non
     parts: list[tuple] = []
     for u0 in range(0, batch.size, micro):
         part = batch.rows(slice(u0, u0 + micro))
-        lp, ent = policy_logprobs_entropy(engine.module, part, **forward_kwargs(cfg))
+        lp, ent = policy_forward(engine, part, cfg)
         old_lp, old_ent = lp.detach(), ent.detach()
         adv_tok = part.advantages[:, None] * part.response_mask
         credit = algo.shape_credit(adv_tok, old_ent, old_lp, part.response_mask, part.group_ids)
@@ -172,7 +178,7 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=Non
 def separate_update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
     """Old-policy pass, batch-wide credit, then epochs × mini-batches of optimizer steps."""
     t = cfg.trainer
-    old_lp, old_ent = old_policy_stats(engine.module, batch, micro, **forward_kwargs(cfg))
+    old_lp, old_ent = old_policy_stats(engine, batch, micro, **forward_kwargs(cfg))
     adv_tok = batch.advantages[:, None] * batch.response_mask
     credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
     mini = batch.size // t.mini_batches_per_step

@@ -52,9 +52,25 @@ def get_or_create_store(initial_version: int):
         initial_version)
 
 
-def state_dict_for_publish(module) -> dict:
-    """CPU copies of the policy's parameters/buffers under their Hugging Face names."""
-    return {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
+def full_state_dict(engine) -> dict:
+    """The policy's full (unsharded) weights as CPU tensors under their Hugging Face names.
+
+    The one gather for both publishing and checkpoints. Under ZeRO-3 every rank holds a partition, so this
+    is a collective: every rank must call it; rank 0 gets the dict, the others ``{}`` (nothing to copy).
+    ``engine.module`` is the :class:`~actors.policy_forward.PolicyModule` (its ``lm.`` prefix is stripped).
+    """
+    import contextlib
+
+    module = engine.module
+    gather = contextlib.nullcontext()
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+    with gather:
+        if engine.global_rank != 0:
+            return {}
+        return {k.removeprefix("lm."): v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def _load_on_worker(worker, named_tensors: dict) -> None:

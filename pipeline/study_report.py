@@ -120,6 +120,12 @@ def _heldout_aligned(runs: list[dict]) -> tuple[list[int], list[list[float]]]:
     return xs, [[c[x] for x in xs] for c in curves]
 
 
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred running mean that averages only the points inside the series at its edges."""
+    kernel = np.ones(window)
+    return np.convolve(values, kernel, mode="same") / np.convolve(np.ones(len(values)), kernel, mode="same")
+
+
 def plot(runs: dict[str, list[dict]], path: str, quadrant_path: str) -> None:
     import matplotlib
 
@@ -147,7 +153,7 @@ def plot(runs: dict[str, list[dict]], path: str, quadrant_path: str) -> None:
         for q in QUADS:
             xs, curves = _aligned(rs, f"quadrant/{q}/signal_share")
             mean = np.nanmean(np.asarray(curves, dtype=np.float64), axis=0)
-            smooth = np.convolve(mean, np.ones(5) / 5, mode="same") if len(mean) >= 5 else mean
+            smooth = _running_mean(mean, 5)
             ax.plot(xs, smooth, label=q)
         ax.set_title(f"{algo}: signal share")
         ax.set_xlabel("step")
