@@ -74,6 +74,13 @@ def required_version(cfg: Config, step: int) -> int:
     return step - cfg.rollout.staleness
 
 
+def weight_request(cfg: Config, step: int) -> dict:
+    """The :meth:`~actors.weights.WeightStore.wait_for` call of a shard of ``step``: its required version, and
+    how long the actor waits for the trainer to publish it (``rollout.weight_timeout_s``) before it fails the
+    shard with a message naming both versions instead of hanging."""
+    return {"min_version": required_version(cfg, step), "timeout_s": cfg.rollout.weight_timeout_s}
+
+
 def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
     """Share of ``prompt_ids`` whose greedy (temperature 0) response the verifier accepts."""
     from vllm import SamplingParams
@@ -108,10 +115,10 @@ class RolloutWorker:
 
     def _sync_weights(self, step: int) -> float:
         """Wait for weights of version >= step - staleness; returns seconds spent loading them."""
-        need = required_version(self.cfg, step)
-        if self.version >= need and ray.get(self.store.latest.remote()) <= self.version:
+        request = weight_request(self.cfg, step)
+        if self.version >= request["min_version"] and ray.get(self.store.latest.remote()) <= self.version:
             return 0.0
-        version, refs = ray.get(self.store.wait_for.remote(need))
+        version, refs = ray.get(self.store.wait_for.remote(**request))
         if version <= self.version or not refs:
             return 0.0
         t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from actors.update import update
 from actors.weights import STORE_NAME, full_state_dict
 from core.batch import collate
 from core.config import Config, shards_per_step
+from core.run_dir import resume_point, truncate_metrics
 from core.stages import TrainLoopSetup
 
 
@@ -177,6 +178,37 @@ def micro_batching(cfg: Config, world: int) -> tuple[int, int]:
     return micro, mini // micro
 
 
+class BoundedBatches:
+    """The worker's rollout stream with a bound on each wait: a step whose shards do not arrive within
+    ``timeout_s`` raises TimeoutError naming the step (Ray Train then restarts from the last checkpoint,
+    or the run fails with that message) instead of hanging."""
+
+    def __init__(self, stream, timeout_s: float):
+        import queue
+        import threading
+
+        self.timeout_s, self.items = timeout_s, queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._pull, args=(iter(stream),), daemon=True)
+        self.thread.start()
+
+    def _pull(self, it) -> None:
+        for rows in it:
+            self.items.put(("rows", rows))
+        self.items.put(("end", None))
+
+    def next(self, step: int):
+        import queue
+
+        try:
+            kind, rows = self.items.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise TimeoutError(f"no rollout shards for step {step + 1} after {self.timeout_s:.0f} s "
+                               "(trainer.data_timeout_s): the rollout stream stalled") from None
+        if kind == "end":
+            raise RuntimeError(f"the rollout stream ended before step {step + 1}")
+        return rows
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     """Entry point of each Ray Train worker (see module docstring); ``loop_config["setup"]`` is the
     :class:`~core.stages.TrainLoopSetup` (Ray Train passes a dict)."""
@@ -184,24 +216,27 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from losses import build_algorithm
 
     setup: TrainLoopSetup = loop_config["setup"]
-    cfg, start_step = setup.cfg, setup.start_step
+    cfg = setup.cfg
+    start_step, model_path = resume_point(cfg.run_dir, setup.initial_path)  # also where a restart continues
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     per_worker = shards_per_step(cfg) // world
     micro, grad_accum = micro_batching(cfg, world)
-    engine = build_engine(cfg, setup.model_path, micro, grad_accum)
+    engine = build_engine(cfg, model_path, micro, grad_accum)
     load_trainer_state(engine, cfg.run_dir, start_step, rank, cfg.seed)
     reference = build_reference(cfg, setup.reference_path, engine.device)
     algo = build_algorithm(cfg.algorithm)
-    logger = setup.logger_factory() if rank == 0 else None
+    if rank == 0:
+        truncate_metrics(cfg.run_dir, start_step)  # steps a failed attempt logged after its last checkpoint
+    logger = setup.logger_factory(start_step) if rank == 0 else None
     stream = ray.train.get_dataset_shard("rollouts").iter_batches(
         batch_size=per_worker, batch_format="numpy", prefetch_batches=0)
     pad_id = setup.pad_id
     torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))  # Ray would give a 1-CPU actor one thread
-    batches, log_s, t_prev = iter(stream), 0.0, time.perf_counter()
+    batches, log_s, t_prev = BoundedBatches(stream, cfg.trainer.data_timeout_s), 0.0, time.perf_counter()
     for step in range(start_step, cfg.trainer.total_steps):
         t_wait = time.perf_counter()
-        rows = next(batches)
+        rows = batches.next(step)
         received, t_train = time.time(), time.perf_counter()
         shards = list(rows["payload"])
         batch = collate(shards, pad_id)

@@ -21,9 +21,15 @@ import ray
 STORE_NAME = "eapo_weight_store"
 
 
-@ray.remote(num_cpus=0, max_concurrency=64)
+@ray.remote(num_cpus=0, max_concurrency=64, max_restarts=-1, max_task_retries=-1)
 class WeightStore:
-    """Latest published weights, as ``(version, [ObjectRef of {name: tensor}])``."""
+    """Latest published weights, as ``(version, [ObjectRef of {name: tensor}])``.
+
+    If the actor dies, Ray restarts it and retries the calls in flight; the restarted store knows only its
+    initial version, which is safe: the trainer publishes a newer version every step, and a rollout actor
+    already holding version v never loads an older one. After a train worker-group restart the stream's
+    factory calls :meth:`reset` to the checkpoint's version before any rollout actor asks.
+    """
 
     def __init__(self, initial_version: int):
         self.version = initial_version
@@ -38,10 +44,22 @@ class WeightStore:
             self.cond.notify_all()
 
     async def wait_for(self, min_version: int, timeout_s: float | None = None) -> tuple[int, list]:
-        """Block until version >= min_version; returns the latest (version, refs)."""
+        """Block until version >= min_version (at most ``timeout_s``); returns the latest (version, refs).
+
+        Raises TimeoutError naming both versions when the trainer has not published in time."""
         async with self.cond:
-            await asyncio.wait_for(self.cond.wait_for(lambda: self.version >= min_version), timeout_s)
+            try:
+                await asyncio.wait_for(self.cond.wait_for(lambda: self.version >= min_version), timeout_s)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no weights of version >= {min_version} after {timeout_s:.0f} s: the trainer "
+                                   f"last published version {self.version}") from None
             return self.version, self.refs
+
+    async def reset(self, version: int) -> None:
+        """Forget newer weights: a restarted trainer continues from the checkpoint of ``version``."""
+        async with self.cond:
+            self.version, self.refs = version, []
+            self.cond.notify_all()
 
     async def latest(self) -> int:
         return self.version

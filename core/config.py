@@ -93,6 +93,7 @@ class RolloutConfig:
     reward_wrong: float
     verifier_timeout_s: float
     stream_poll_s: float
+    weight_timeout_s: float
 
 
 @dataclass
@@ -116,6 +117,8 @@ class TrainerConfig:
     keep_checkpoints: int
     is_correction: Any
     is_cap: float
+    max_failures: int
+    data_timeout_s: float
 
 
 @dataclass

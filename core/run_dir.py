@@ -36,6 +36,14 @@ def latest_checkpoint(run_dir: str) -> tuple[int, str] | None:
     return found[-1] if found else None
 
 
+def resume_point(run_dir: str, initial_path: str) -> tuple[int, str]:
+    """(step, checkpoint path) a run continues from: its latest complete checkpoint, else (0, the initial policy).
+
+    Read afresh whenever something (re)starts: the driver, every Ray Train worker-group start (also after a
+    worker failure) and the stream built for it, so all of them agree on where the run is."""
+    return latest_checkpoint(run_dir) or (0, initial_path)
+
+
 def truncate_metrics(run_dir: str, last_step: int) -> None:
     """Drop metric lines past ``last_step`` (steps a crashed run logged but did not checkpoint)."""
     path = os.path.join(run_dir, "metrics.jsonl")
@@ -83,6 +91,6 @@ class MetricsLogger:
         self.bar.close()
 
 
-def make_logger_factory(run_dir: str, start_step: int, total_steps: int):
-    """A picklable zero-argument factory (the logger itself is created inside the train worker)."""
-    return lambda: MetricsLogger(run_dir, start_step, total_steps)
+def make_logger_factory(run_dir: str, total_steps: int):
+    """A picklable factory ``f(start_step)`` (the logger itself is created inside the train worker)."""
+    return lambda start_step: MetricsLogger(run_dir, start_step, total_steps)

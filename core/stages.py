@@ -40,16 +40,16 @@ class RolloutSetup:
 class TrainLoopSetup:
     """What a Ray Train worker is built from.
 
-    cfg: the run's config; start_step: the first RL step to run (a resumed run's checkpoint step);
-    model_path: the checkpoint the policy starts from; reference_path: the initial policy, the frozen
-    KL reference when ``algorithm.kl_coef > 0``; tokenizer_path: copied into every checkpoint; pad_id:
-    the tokenizer's pad token; logger_factory: zero-argument callable that makes rank 0's metrics logger.
+    cfg: the run's config; initial_path: the initial policy, where a run without checkpoints starts (the
+    worker finds where the run is itself, ``core.run_dir.resume_point``, also after a restart);
+    reference_path: the frozen KL reference when ``algorithm.kl_coef > 0``; tokenizer_path: copied into
+    every checkpoint; pad_id: the tokenizer's pad token; logger_factory: callable(start_step) that makes
+    rank 0's metrics logger.
     """
 
     cfg: Config
-    start_step: int
-    model_path: str
+    initial_path: str
     reference_path: str
     tokenizer_path: str
     pad_id: int
-    logger_factory: Callable[[], Any]
+    logger_factory: Callable[[int], Any]

@@ -57,7 +57,7 @@ def bench(cfg, settings: list[int], warmup: int) -> list[dict]:
         cfg.run_dir, cfg.rollout.staleness = os.path.join(root, f"staleness{staleness}"), staleness
         shutil.rmtree(cfg.run_dir, ignore_errors=True)
         store = get_or_create_store(0)
-        train(cfg, table, init_path, 0, tokenizer.pad_token_id, init_path, HeldoutSet([], []))
+        train(cfg, table, tokenizer.pad_token_id, init_path, HeldoutSet([], []))
         ray.kill(store)
         out.append(summarise(read_metrics(cfg.run_dir), staleness, warmup))
     return out

@@ -102,11 +102,13 @@ def _validate_sizes(c: Config) -> None:
         "warm_start.num_examples": c.warm_start.num_examples, "data.max_prompt_tokens": c.data.max_prompt_tokens,
         "rollout.max_model_len": c.rollout.max_model_len, "rollout.verifier_timeout_s": c.rollout.verifier_timeout_s,
         "rollout.max_num_batched_tokens": c.rollout.max_num_batched_tokens, "rollout.kv_cache_gb": c.rollout.kv_cache_gb,
+        "rollout.weight_timeout_s": c.rollout.weight_timeout_s, "trainer.data_timeout_s": c.trainer.data_timeout_s,
     }
     for name, value in positive.items():
         require(value > 0, name, f"must be > 0, got {value}")
     non_negative = {
         "seed": c.seed, "heldout.size": c.heldout.size, "heldout.every": c.heldout.every,
+        "trainer.max_failures": c.trainer.max_failures,
         "warm_start.steps": c.warm_start.steps, "rollout.staleness": c.rollout.staleness,
         "rollout.cpus_per_actor": c.rollout.cpus_per_actor, "rollout.gpus_per_actor": c.rollout.gpus_per_actor,
         "trainer.weight_decay": c.trainer.weight_decay,

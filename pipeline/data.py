@@ -314,7 +314,9 @@ class ShardPrompts:
 
     def __init__(self, table, prompts_per_shard: int, shards_per_step: int, seed: int, shuffle: bool,
                  refill_per_shard: int = 0):
-        self.table = table
+        import ray
+
+        self.table = ray.get(table) if isinstance(table, ray.ObjectRef) else table
         self.per_shard, self.per_step = prompts_per_shard, shards_per_step
         self.seed, self.shuffle, self.refill = seed, shuffle, refill_per_shard
         self._orders: dict[int, np.ndarray] = {}

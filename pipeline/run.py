@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from core.engine import engine_config, engines_on_cpu
-from core.run_dir import latest_checkpoint, make_logger_factory, read_metrics, truncate_metrics
+from core.run_dir import latest_checkpoint, make_logger_factory, read_metrics, resume_point, truncate_metrics
 from core.stages import HeldoutSet, RolloutSetup, TrainLoopSetup
 from core.typed import ConfigError
 from pipeline import config as config_mod
@@ -46,7 +46,10 @@ def rollout_resources(cfg: Config) -> dict:
 
 
 def build_stream(cfg: Config, table, model_path: str, start_step: int, heldout: HeldoutSet):
-    """Prompt shards -> rollout actor pool (vLLM sampling, scoring, dynamic sampling): what Ray Train consumes."""
+    """Prompt shards -> rollout actor pool (vLLM sampling, scoring, dynamic sampling): what Ray Train consumes.
+
+    One shard in flight per actor: a shard queued behind a shard of an earlier step would wait for weights
+    that step has not produced; after a killed actor restarts, the shard it was working on is the one retried."""
     import ray.data
 
     from actors.rollout import RolloutWorker
@@ -55,26 +58,51 @@ def build_stream(cfg: Config, table, model_path: str, start_step: int, heldout: 
     stream = shard_stream(table, **stream_plan(cfg, start_step))
     return stream.map_batches(
         RolloutWorker, fn_constructor_kwargs={"setup": RolloutSetup(cfg, model_path, start_step, heldout)},
-        batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_actors),
+        batch_size=1, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_actors, max_tasks_in_flight_per_actor=1),
         **rollout_resources(cfg),
     )
 
 
+class RestartableStream:
+    """The stream as a Ray Train dataset *factory*: Ray Train calls it at every worker-group start, also
+    after a worker failure, and gets a stream that starts where the run is (``core.run_dir.resume_point``:
+    the latest complete checkpoint's step and data position, its weights in the new rollout actors).
+
+    Before building the stream it resets the weight store to that version, so no rollout actor can load
+    weights the failed attempt published after its last checkpoint. ``table``: the prompt table's ObjectRef.
+    """
+
+    def __init__(self, cfg: Config, table, init_path: str, heldout: HeldoutSet):
+        self.cfg, self.table, self.init_path, self.heldout = cfg, table, init_path, heldout
+
+    def __call__(self):
+        import ray
+
+        from actors.weights import STORE_NAME
+
+        start_step, model_path = resume_point(self.cfg.run_dir, self.init_path)
+        ray.get(ray.get_actor(STORE_NAME).reset.remote(start_step))
+        return build_stream(self.cfg, self.table, model_path, start_step, self.heldout)
+
+
 def trainer_settings(cfg: Config) -> dict:
     """The Ray Train worker group of the run: ``ScalingConfig`` arguments, the torch process-group backend
-    (NCCL with GPUs, gloo without) and where Ray Train keeps its state (under ``run_dir``)."""
+    (NCCL with GPUs, gloo without), where Ray Train keeps its state (under ``run_dir``), how many worker
+    failures it restarts from (``trainer.max_failures``) and how long a worker waits for a step's shards."""
     t = cfg.trainer
     return {"scaling": {"num_workers": t.num_workers, "use_gpu": t.use_gpu,
                         "resources_per_worker": {"CPU": t.cpus_per_worker}},
-            "backend": "nccl" if t.use_gpu else "gloo", "storage_path": os.path.join(cfg.run_dir, "ray_train")}
+            "backend": "nccl" if t.use_gpu else "gloo", "storage_path": os.path.join(cfg.run_dir, "ray_train"),
+            "max_failures": t.max_failures, "data_timeout_s": t.data_timeout_s}
 
 
-def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, init_path: str,
-          heldout: HeldoutSet) -> None:
+def train(cfg: Config, table, pad_id: int, init_path: str, heldout: HeldoutSet) -> None:
     """Run the Ray Train worker group over the rollout stream until ``trainer.total_steps``.
 
-    ``model_path``: the checkpoint training continues from; ``init_path``: the initial policy (its
-    tokenizer goes into every checkpoint; the frozen KL reference)."""
+    Where it starts (and restarts after a worker failure) is the run directory's resume point; ``init_path``:
+    the initial policy (its tokenizer goes into every checkpoint; the frozen KL reference)."""
+    import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -85,14 +113,14 @@ def train(cfg: Config, table, model_path: str, start_step: int, pad_id: int, ini
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"setup": TrainLoopSetup(
-            cfg=cfg, start_step=start_step, model_path=model_path, reference_path=init_path, tokenizer_path=init_path,
-            pad_id=pad_id, logger_factory=make_logger_factory(cfg.run_dir, start_step, cfg.trainer.total_steps))},
+            cfg=cfg, initial_path=init_path, reference_path=init_path, tokenizer_path=init_path, pad_id=pad_id,
+            logger_factory=make_logger_factory(cfg.run_dir, cfg.trainer.total_steps))},
         scaling_config=ScalingConfig(**settings["scaling"]),
-        datasets={"rollouts": build_stream(cfg, table, model_path, start_step, heldout)},
+        datasets={"rollouts": RestartableStream(cfg, ray.put(table), init_path, heldout)},
         dataset_config=RolloutStreamConfig("rollouts"),
         torch_config=TorchConfig(backend=settings["backend"]),
         run_config=RunConfig(storage_path=settings["storage_path"], name="train",
-                             failure_config=FailureConfig(max_failures=0)),
+                             failure_config=FailureConfig(max_failures=settings["max_failures"])),
     )
     trainer.fit()
 
@@ -137,7 +165,7 @@ def run(cfg: Config) -> dict:
     before = _heldout_before(cfg, init_path, heldout)
     store = get_or_create_store(start_step)
     if start_step < cfg.trainer.total_steps:
-        train(cfg, table, model_path, start_step, tokenizer.pad_token_id, init_path, heldout)
+        train(cfg, table, tokenizer.pad_token_id, init_path, heldout)
     final_step, final_path = latest_checkpoint(cfg.run_dir)
     after = heldout_accuracy(cfg, final_path, heldout)
     ray.kill(store)

@@ -165,8 +165,12 @@ def ray_init_kwargs(cfg: Config) -> dict:
     """``ray.init`` arguments of the run: attach to ``ray_address``/``RAY_ADDRESS`` if given, else a local Ray
     sized to the machine (dashboard on: Ray Train queries the state API); one namespace per ``run_dir``
     (runs sharing a cluster, a study, never see each other's named actors); ``rollout.stream_poll_s`` for
-    every worker process (:func:`ray_worker_setup`)."""
-    env = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
+    every worker process (:func:`ray_worker_setup`). Workers get this checkout on ``PYTHONPATH``: the setup
+    hook is imported before the driver's ``sys.path`` reaches a worker, and a worker that cannot import it
+    dies and is retried forever (an environment where the project is not installed, or installed elsewhere)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    python_path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+    env = {"env_vars": {"PYTHONPATH": python_path, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
                         "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
                         "EAPO_DATA_POLL_S": str(cfg.rollout.stream_poll_s)},
            "worker_process_setup_hook": "pipeline.setup.ray_worker_setup"}

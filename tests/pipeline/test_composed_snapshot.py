@@ -28,8 +28,10 @@ RENAMED: dict[str, tuple[str, object]] = {
         "max_position_embeddings")},
     "rollout.kv_cache_mb": ("rollout.kv_cache_gb", lambda mb: mb / 1024),  # one KV-cache unit: GiB
 }
-# keys added since, with the value that keeps the old behaviour
-ADDED = {"heldout.path": None}  # held-out file for data.source=files
+# keys added since, with their defaults (heldout.path keeps the old behaviour; the fault-tolerance keys change
+# it on purpose: restarts instead of max_failures=0, bounded waits instead of none)
+ADDED = {"heldout.path": None,  # held-out file for data.source=files
+         "rollout.weight_timeout_s": 900, "trainer.max_failures": 3, "trainer.data_timeout_s": 900}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

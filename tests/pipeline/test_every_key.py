@@ -66,6 +66,7 @@ INVALID = {
     "rollout.staleness": "-1", "rollout.kv_cache_gb": "0", "rollout.enforce_eager": "yes",
     "rollout.max_model_len": "0", "rollout.max_num_batched_tokens": "0", "rollout.reward_correct": "-1",
     "rollout.reward_wrong": "2", "rollout.verifier_timeout_s": "0", "rollout.stream_poll_s": "0",
+    "rollout.weight_timeout_s": "0", "trainer.max_failures": "-1", "trainer.data_timeout_s": "0",
     "trainer.num_workers": "0", "trainer.use_gpu": "yes", "trainer.cpus_per_worker": "0", "trainer.zero_stage": "5",
     "trainer.lr": "0", "trainer.weight_decay": "-1", "trainer.grad_clip": "0", "trainer.prompts_per_step": "0",
     "trainer.mini_batches_per_step": "0", "trainer.micro_batch_size": "0", "trainer.epochs_per_step": "0",
@@ -204,6 +205,12 @@ def _heldout_set(c, ctx):
     return held.prompt_ids[:3], held.golds, len(held)
 
 
+def _weight_request(c, ctx):
+    from actors.rollout import weight_request
+
+    return weight_request(c, 5)
+
+
 def _version(c, ctx):
     from actors.rollout import required_version
 
@@ -328,7 +335,8 @@ CONSUMERS = {
     "rollout.gpus_per_actor": _engine, "rollout.staleness": _version, "rollout.kv_cache_gb": _engine,
     "rollout.enforce_eager": _engine, "rollout.max_model_len": _engine, "rollout.max_num_batched_tokens": _engine,
     "rollout.reward_correct": _scores, "rollout.reward_wrong": _scores, "rollout.verifier_timeout_s": _heldout_request,
-    "rollout.stream_poll_s": _ray,
+    "rollout.stream_poll_s": _ray, "rollout.weight_timeout_s": _weight_request,
+    "trainer.max_failures": _trainer, "trainer.data_timeout_s": _trainer,
     "trainer.num_workers": _trainer, "trainer.use_gpu": _trainer, "trainer.cpus_per_worker": _trainer,
     "trainer.zero_stage": _deepspeed, "trainer.lr": _optimizer, "trainer.weight_decay": _optimizer,
     "trainer.grad_clip": _deepspeed, "trainer.prompts_per_step": _stream, "trainer.mini_batches_per_step": _deepspeed,
@@ -363,6 +371,7 @@ ALTERNATIVE = {
     "rollout.kv_cache_gb": ["1.5"], "rollout.enforce_eager": ["false"], "rollout.max_model_len": ["200", "2000"],
     "rollout.max_num_batched_tokens": ["20000"], "rollout.reward_correct": ["2"], "rollout.reward_wrong": ["-1", "0"],
     "rollout.verifier_timeout_s": ["1"], "rollout.stream_poll_s": ["0.5"],
+    "rollout.weight_timeout_s": ["30"], "trainer.max_failures": ["0"], "trainer.data_timeout_s": ["60"],
     "trainer.num_workers": ["2"], "trainer.cpus_per_worker": ["2"], "trainer.zero_stage": ["2", "0"],
     "trainer.lr": ["0.1"], "trainer.weight_decay": ["0.1"], "trainer.grad_clip": ["0.5"],
     "trainer.prompts_per_step": ["32"], "trainer.mini_batches_per_step": ["2"], "trainer.micro_batch_size": ["32"],

@@ -1,0 +1,99 @@
+"""Faults injected on purpose into a real run (the default job, shortened): SIGKILL of a Ray Train worker,
+of the vLLM rollout actor and of the weight store, while the run is training.
+
+Each run must finish by itself with every step in ``metrics.jsonl`` exactly once, in order, each at its own
+data position (``data/first_shard``), and report the time from the kill to the next completed step (printed:
+``pytest -s`` shows it). The processes are found by the title Ray gives them (``ray::<actor class>``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+STEPS, KILL_AFTER = 8, 3
+SHORT = [f"trainer.total_steps={STEPS}", "trainer.save_every=2", "heldout.size=16", "heldout.every=4"]
+
+
+def _steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pids(title: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", title], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in out if int(pid) != os.getpid()]
+
+
+def run_and_kill(run_dir: Path, title: str, *overrides: str, timeout: float = 900) -> tuple[subprocess.Popen, str, float]:
+    """Start the job, SIGKILL the process titled ``title`` once step ``KILL_AFTER`` is logged, wait for the
+    job; returns (process, its output, seconds from the kill to the next step logged)."""
+    log = run_dir.parent / "job.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *SHORT, *overrides],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while max(_steps(run_dir), default=0) < KILL_AFTER:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.time() < deadline, "the job never reached the step to kill at"
+            time.sleep(0.2)
+        victims = _pids(title)
+        assert victims, f"no process titled {title!r}"
+        os.kill(victims[0], signal.SIGKILL)
+        killed_at, seen = time.time(), len(_steps(run_dir))
+        recovered = None
+        while proc.poll() is None and time.time() < deadline:
+            if recovered is None and len(_steps(run_dir)) > seen:
+                recovered = time.time() - killed_at
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+            pytest.fail(f"the job hung after {title} was killed:\n{log.read_text()[-4000:]}")
+    return proc, log.read_text(), recovered if recovered is not None else float("nan")
+
+
+def _assert_every_step_once(run_dir: Path, proc: subprocess.Popen, output: str) -> None:
+    assert proc.returncode == 0, output[-6000:]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    assert [r["data/first_shard"] for r in rows] == list(range(STEPS))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == STEPS and (run_dir / "checkpoints" / f"step_{STEPS}" / "COMPLETE").exists()
+
+
+def test_killed_train_worker_restarts_from_the_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    proc, output, recovered = run_and_kill(run_dir, "ray::RayTrainWorker")
+    _assert_every_step_once(run_dir, proc, output)
+    # the worker group restarted (Ray Train's FailureConfig) and continued from step_2's checkpoint
+    assert "restart" in output.lower() or "retry" in output.lower(), output[-4000:]
+    print(f"\n[fault] train worker SIGKILL after step {KILL_AFTER}: next step logged {recovered:.1f} s later")
+
+
+def test_killed_rollout_actor_is_replaced_and_its_shard_redone(tmp_path):
+    run_dir = tmp_path / "run"
+    proc, output, recovered = run_and_kill(run_dir, "RolloutWorker")
+    _assert_every_step_once(run_dir, proc, output)
+    print(f"\n[fault] rollout actor SIGKILL after step {KILL_AFTER}: next step logged {recovered:.1f} s later")
+
+
+def test_killed_weight_store_is_restarted(tmp_path):
+    run_dir = tmp_path / "run"
+    proc, output, recovered = run_and_kill(run_dir, "ray::WeightStore")
+    _assert_every_step_once(run_dir, proc, output)
+    # weights still reached the engine after the restart: the rollout stays on-policy
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert max(r["rollout/logprob_gap"] for r in rows) < 1e-2
+    print(f"\n[fault] weight store SIGKILL after step {KILL_AFTER}: next step logged {recovered:.1f} s later")
