@@ -230,7 +230,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = {**step_metrics(shards, batch, result.old_logprobs, result.entropy, diag, result.stats, timings),
                    **evaluation}
         if logger is not None:
-            logger.log(step + 1, metrics)
+            logger.log(step + 1, metrics, sync=saved)
         if saved:  # Ray Train's report blocks until its controller polls (~0.4-1.3 s): only at checkpoints
             ray.train.report({"step": step + 1, "checkpoint": path,
                               **{k: v for k, v in metrics.items() if k.startswith("reward/")}})

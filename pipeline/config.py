@@ -102,6 +102,7 @@ def _validate_sizes(c: Config) -> None:
         "warm_start.num_examples": c.warm_start.num_examples, "data.max_prompt_tokens": c.data.max_prompt_tokens,
         "rollout.max_model_len": c.rollout.max_model_len, "rollout.verifier_timeout_s": c.rollout.verifier_timeout_s,
         "rollout.max_num_batched_tokens": c.rollout.max_num_batched_tokens, "rollout.kv_cache_gb": c.rollout.kv_cache_gb,
+        "ray_resource_wait_s": c.ray_resource_wait_s,
     }
     for name, value in positive.items():
         require(value > 0, name, f"must be > 0, got {value}")

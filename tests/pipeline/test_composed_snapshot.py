@@ -29,7 +29,9 @@ RENAMED: dict[str, tuple[str, object]] = {
     "rollout.kv_cache_mb": ("rollout.kv_cache_gb", lambda mb: mb / 1024),  # one KV-cache unit: GiB
 }
 # keys added since, with the value that keeps the old behaviour
-ADDED = {"heldout.path": None}  # held-out file for data.source=files
+ADDED = {"heldout.path": None,  # held-out file for data.source=files
+         "ray_autoscaling": False, "ray_resource_wait_s": 600.0,  # resources checked against the cluster
+         "trainer.checkpoint_checksums": True}  # sha256 in every checkpoint's manifest
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
