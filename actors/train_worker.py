@@ -19,7 +19,7 @@ from actors.update import update
 from actors.weights import STORE_NAME, full_state_dict
 from core.batch import collate
 from core.config import Config, shards_per_step
-from core.run_dir import resume_point, truncate_metrics
+from core.run_dir import start_point, truncate_metrics
 from core.stages import TrainLoopSetup
 
 
@@ -217,7 +217,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     setup: TrainLoopSetup = loop_config["setup"]
     cfg = setup.cfg
-    start_step, model_path = resume_point(cfg.run_dir, setup.initial_path)  # also where a restart continues
+    start_step, model_path = start_point(cfg.run_dir, setup.initial_path)  # also where a restart continues
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     per_worker = shards_per_step(cfg) // world
@@ -269,7 +269,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = {**step_metrics(shards, batch, result.old_logprobs, result.entropy, diag, result.stats, timings),
                    **evaluation}
         if logger is not None:
-            logger.log(step + 1, metrics)
+            logger.log(step + 1, metrics, sync=saved)
         if saved:  # Ray Train's report blocks until its controller polls (~0.4-1.3 s): only at checkpoints
             ray.train.report({"step": step + 1, "checkpoint": path,
                               **{k: v for k, v in metrics.items() if k.startswith("reward/")}})

@@ -115,6 +115,7 @@ class TrainerConfig:
     logprob_chunk_size: int
     save_every: int
     keep_checkpoints: int
+    checkpoint_checksums: bool
     is_correction: Any
     is_cap: float
     max_failures: int
@@ -155,6 +156,8 @@ class Config:
     seed: int
     data_dir: str
     ray_address: Optional[str]
+    ray_autoscaling: bool
+    ray_resource_wait_s: float
     model: ModelConfig
     task: TaskConfig
     warm_start: WarmStartConfig

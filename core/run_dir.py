@@ -4,15 +4,35 @@ Layout::
 
     <run_dir>/metrics.jsonl          one JSON object per step
     <run_dir>/tensorboard/           TensorBoard event files
-    <run_dir>/checkpoints/step_N/    see actors.checkpoint
+    <run_dir>/checkpoints/step_N/    see actors.checkpoint and core.checkpoint_files
     <run_dir>/heldout_before.json    held-out accuracy of the initial policy (kept across resumes)
     <run_dir>/summary.json           written at the end of the run
+
+Resume (:func:`resume_point`) starts from the newest checkpoint that passes
+``core.checkpoint_files.verify``; newer damaged ones are reported (path and what is wrong) and demoted.
+``metrics.jsonl`` is read line by line: a torn last line (power loss, disk full) is dropped with a
+warning, any other unparseable line is a :class:`RunDirError` naming file and line. A run directory
+deleted while the run writes to it is an error naming it: it is never silently recreated.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import sys
+
+from core.checkpoint_files import COMPLETE, demote, verify
+from core.durable import fsync_file, reason, write_durably
+
+METRICS = "metrics.jsonl"
+
+
+class RunDirError(RuntimeError):
+    """A problem with the run directory or what is in it; the message names the path and what is wrong."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def checkpoint_dir(run_dir: str, step: int) -> str:
@@ -20,13 +40,13 @@ def checkpoint_dir(run_dir: str, step: int) -> str:
 
 
 def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
-    """Complete checkpoints as (step, path), oldest first."""
+    """Committed checkpoints (``COMPLETE`` written) as (step, path), oldest first; not verified."""
     root = os.path.join(run_dir, "checkpoints")
     found = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
         match = re.fullmatch(r"step_(\d+)", name)
         path = os.path.join(root, name)
-        if match and os.path.exists(os.path.join(path, "COMPLETE")):
+        if match and os.path.exists(os.path.join(path, COMPLETE)):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -36,49 +56,122 @@ def latest_checkpoint(run_dir: str) -> tuple[int, str] | None:
     return found[-1] if found else None
 
 
-def resume_point(run_dir: str, initial_path: str) -> tuple[int, str]:
-    """(step, checkpoint path) a run continues from: its latest complete checkpoint, else (0, the initial policy).
+def resume_point(run_dir: str, checksums: bool, log=_stderr) -> tuple[int, str] | None:
+    """(step, path) of the newest intact checkpoint, or None when the run has no committed checkpoint.
 
-    Read afresh whenever something (re)starts: the driver, every Ray Train worker-group start (also after a
-    worker failure) and the stream built for it, so all of them agree on where the run is."""
-    return latest_checkpoint(run_dir) or (0, initial_path)
+    Each newer committed checkpoint that fails ``verify`` is reported through ``log`` (one ``WARNING`` line:
+    its path and what is wrong) and, once an intact one is found, demoted (``COMPLETE`` -> ``DAMAGED``).
+    Committed checkpoints but none intact: :class:`RunDirError` (starting over from the initial policy
+    would overwrite this run's metrics and checkpoints; that is the user's call, not the job's)."""
+    found = list_checkpoints(run_dir)
+    damaged = []
+    for step, path in reversed(found):
+        problem = verify(path, step, checksums)
+        if problem is None:
+            for bad_path, bad_problem in damaged:
+                demote(bad_path, bad_problem)
+            return step, path
+        log(f"WARNING: checkpoint {path} is damaged: {problem}; falling back to the previous checkpoint")
+        damaged.append((path, problem))
+    if damaged:
+        root = os.path.join(run_dir, "checkpoints")
+        raise RunDirError(f"{root}: none of the {len(damaged)} complete checkpoints is intact (see the warnings "
+                          f"above): nothing to resume from; move {root} aside (or use another run_dir) to start "
+                          "from the initial policy")
+    return None
 
 
-def truncate_metrics(run_dir: str, last_step: int) -> None:
-    """Drop metric lines past ``last_step`` (steps a crashed run logged but did not checkpoint)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
+def start_point(run_dir: str, initial_path: str, checksums: bool = False, log=_stderr) -> tuple[int, str]:
+    """(step, path) a run continues from: :func:`resume_point`, else (0, the initial policy).
+
+    Read afresh whenever something (re)starts: the driver (with the configured checksums), every Ray Train
+    worker-group start (also after a worker failure) and the stream built for it (sizes and headers: the
+    checkpoints this run wrote since the driver checked), so all of them agree on where the run is."""
+    return resume_point(run_dir, checksums, log) or (0, initial_path)
+
+
+# ---- metrics.jsonl ----------------------------------------------------------------------------------------
+
+def _metric_lines(path: str, data: bytes, log) -> list[tuple[bytes, dict]]:
+    """(raw line, parsed row) of every line of ``data`` (the content of ``path``); a torn last line is
+    dropped with a warning, any other line that is not a JSON object with a ``step`` raises
+    :class:`RunDirError`."""
+    numbered = [(i + 1, line) for i, line in enumerate(data.split(b"\n")) if line.strip()]
+    rows = []
+    for k, (lineno, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not a JSON object with an integer 'step'")
+        except (ValueError, UnicodeDecodeError) as err:
+            if k == len(numbered) - 1:
+                log(f"WARNING: {path}: line {lineno} is torn ({len(line)} bytes, not a complete JSON object: "
+                    "an interrupted write); dropped")
+                break
+            raise RunDirError(f"{path}: line {lineno} is not a JSON object with a step ({err}); only a torn last "
+                              "line is dropped automatically: repair or remove that line") from None
+        rows.append((line, row))
+    return rows
+
+
+def truncate_metrics(run_dir: str, last_step: int, log=_stderr) -> None:
+    """Drop metric lines past ``last_step`` (steps a crashed run logged but did not checkpoint) and a torn
+    last line; the file is replaced atomically (a crash here keeps the old one)."""
+    path = os.path.join(run_dir, METRICS)
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-    with open(path, "w") as f:
-        f.writelines(keep)
+    with open(path, "rb") as f:
+        data = f.read()
+    kept = b"".join(line + b"\n" for line, row in _metric_lines(path, data, log) if row["step"] <= last_step)
+    if kept != data:
+        write_durably(path, kept)
 
 
-def read_metrics(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, "metrics.jsonl")
+def read_metrics(run_dir: str, log=_stderr) -> list[dict]:
+    """Every step's metrics of ``run_dir`` (a torn last line dropped with a warning)."""
+    path = os.path.join(run_dir, METRICS)
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path, "rb") as f:
+        return [row for _, row in _metric_lines(path, f.read(), log)]
+
+
+def require_run_dir(run_dir: str, writing: str) -> None:
+    """Raise :class:`RunDirError` unless ``run_dir`` still exists (``writing``: what was about to be written)."""
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"run_dir {run_dir} no longer exists (deleted, moved or unmounted while the run was "
+                          f"using it): cannot write {writing}; the run stops rather than recreate it empty")
 
 
 class MetricsLogger:
-    """Appends step metrics to metrics.jsonl and TensorBoard; shows a progress bar per step."""
+    """Appends step metrics to metrics.jsonl and TensorBoard; shows a progress bar per step.
+
+    Each line is flushed; at checkpoint steps (``log(..., sync=True)``) also fsynced, so the metrics of a
+    checkpointed step survive power loss. A write failure (disk full) or a run directory deleted mid-run
+    raises :class:`RunDirError` naming the path."""
 
     def __init__(self, run_dir: str, start_step: int, total_steps: int):
         from ray.experimental.tqdm_ray import tqdm
         from torch.utils.tensorboard import SummaryWriter
 
-        os.makedirs(run_dir, exist_ok=True)
-        self.file = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+        require_run_dir(run_dir, METRICS)
+        self.run_dir, self.path = run_dir, os.path.join(run_dir, METRICS)
+        self.file = open(self.path, "a")
         self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=start_step + 1)
         self.bar = tqdm(total=total_steps, desc="RL steps")
         self.bar.update(start_step)
 
-    def log(self, step: int, metrics: dict) -> None:
-        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.file.flush()
+    def log(self, step: int, metrics: dict, sync: bool = False) -> None:
+        require_run_dir(self.run_dir, f"{self.path} (step {step})")
+        if os.fstat(self.file.fileno()).st_nlink == 0:
+            raise RunDirError(f"{self.path} was deleted while the run was appending to it (step {step})")
+        try:
+            self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+            self.file.flush()
+            if sync:
+                fsync_file(self.path)
+        except OSError as err:
+            raise RunDirError(f"cannot append step {step} to {self.path}: {reason(err)} ({err})") from err
         for key, value in metrics.items():
             self.tb.add_scalar(key, value, step)
         self.bar.set_description(

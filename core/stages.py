@@ -41,7 +41,7 @@ class TrainLoopSetup:
     """What a Ray Train worker is built from.
 
     cfg: the run's config; initial_path: the initial policy, where a run without checkpoints starts (the
-    worker finds where the run is itself, ``core.run_dir.resume_point``, also after a restart);
+    worker finds where the run is itself, ``core.run_dir.start_point``, also after a restart);
     reference_path: the frozen KL reference when ``algorithm.kl_coef > 0``; tokenizer_path: copied into
     every checkpoint; pad_id: the tokenizer's pad token; logger_factory: callable(start_step) that makes
     rank 0's metrics logger.

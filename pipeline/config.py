@@ -103,6 +103,7 @@ def _validate_sizes(c: Config) -> None:
         "rollout.max_model_len": c.rollout.max_model_len, "rollout.verifier_timeout_s": c.rollout.verifier_timeout_s,
         "rollout.max_num_batched_tokens": c.rollout.max_num_batched_tokens, "rollout.kv_cache_gb": c.rollout.kv_cache_gb,
         "rollout.weight_timeout_s": c.rollout.weight_timeout_s, "trainer.data_timeout_s": c.trainer.data_timeout_s,
+        "ray_resource_wait_s": c.ray_resource_wait_s,
     }
     for name, value in positive.items():
         require(value > 0, name, f"must be > 0, got {value}")

@@ -22,6 +22,13 @@ from core.batch import PromptShard, object_column
 from core.config import DataConfig
 
 
+# CPUs each data-stage task/actor asks Ray for: small, so on a 2-core machine they are scheduled beside the
+# rollout actors and train workers (pipeline.run.resource_requests checks them against the cluster)
+READ_CPUS = 0.25       # the read tasks and the flattening map of read_prompts
+NORMALISE_CPUS = 0.25  # the Normalise actor (chat template, tokenisation)
+SHARD_CPUS = 0.1       # the ShardPrompts actor, alive for the whole stream
+
+
 class DataError(ValueError):
     """A problem with the training data; the message names the source and the field/row."""
 
@@ -248,12 +255,12 @@ def read_prompts(info: SourceInfo, tokenizer_path: str, data: DataConfig, prompt
     reader = ray.data.read_json if info.format == "jsonl" else ray.data.read_parquet
     kwargs = {"lines": True} if info.format == "jsonl" else {}
     # small CPU requests throughout: on a 2-core machine a 1-CPU read task would wait behind the actors
-    ds = reader(info.uri, include_paths=True, ray_remote_args={"num_cpus": 0.25}, **kwargs)
-    ds = ds.map_batches(_flatten_struct_columns, batch_format="pyarrow", num_cpus=0.25)
+    ds = reader(info.uri, include_paths=True, ray_remote_args={"num_cpus": READ_CPUS}, **kwargs)
+    ds = ds.map_batches(_flatten_struct_columns, batch_format="pyarrow", num_cpus=READ_CPUS)
     ds = ds.map_batches(
         Normalise, fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "data": data, "prompt_key": prompt_key,
                                           "answer_key": answer_key},
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25, batch_size=512,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=NORMALISE_CPUS, batch_size=512,
     )
     return ds.materialize()
 
@@ -358,5 +365,5 @@ def shard_stream(table_ref, first_shard: int, num_shards: int, prompts_per_shard
         ShardPrompts, fn_constructor_kwargs={
             "table": table_ref, "prompts_per_shard": prompts_per_shard, "shards_per_step": shards_per_step,
             "seed": seed, "shuffle": shuffle, "refill_per_shard": refill_per_shard},
-        batch_format="numpy", batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1,
+        batch_format="numpy", batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=SHARD_CPUS,
     )

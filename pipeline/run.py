@@ -1,10 +1,10 @@
 """Entry point: ``python -m pipeline.run [hydra overrides]`` (locally or via ``ray job submit``).
 
 Order of stages (the only place that knows it):
-validate config -> prepare policy and prompt source (no Ray yet) -> start/attach Ray ->
-read prompts (Ray Data) -> held-out accuracy before -> stream shards through the rollout actor
-pool and the scorer into a Ray Train worker group (DeepSpeed) -> held-out accuracy after ->
-summary.json.
+validate config -> prepare policy and prompt source, pick the newest intact checkpoint to resume from
+(no Ray yet) -> start/attach Ray -> check every resource request against the cluster -> read prompts
+(Ray Data) -> held-out accuracy before -> stream shards through the rollout actor pool and the scorer
+into a Ray Train worker group (DeepSpeed) -> held-out accuracy after -> summary.json.
 """
 from __future__ import annotations
 
@@ -16,14 +16,17 @@ import time
 import hydra
 from omegaconf import DictConfig
 
+from core.durable import write_durably
 from core.engine import engine_config, engines_on_cpu
-from core.run_dir import latest_checkpoint, make_logger_factory, read_metrics, resume_point, truncate_metrics
+from core.run_dir import (RunDirError, latest_checkpoint, make_logger_factory, read_metrics, resume_point,
+                          start_point, truncate_metrics)
 from core.stages import HeldoutSet, RolloutSetup, TrainLoopSetup
 from core.typed import ConfigError
 from pipeline import config as config_mod
 from pipeline.config import Config, shards_per_step
-from pipeline.data import DataError
+from pipeline.data import NORMALISE_CPUS, READ_CPUS, SHARD_CPUS, DataError
 from pipeline.report import heldout_curve, plot_training_curves
+from pipeline.resources import Request, ensure_resources
 from pipeline.setup import heldout_set, init_ray, prepare_policy, prepare_source, say, source_spec
 
 
@@ -66,7 +69,7 @@ def build_stream(cfg: Config, table, model_path: str, start_step: int, heldout: 
 
 class RestartableStream:
     """The stream as a Ray Train dataset *factory*: Ray Train calls it at every worker-group start, also
-    after a worker failure, and gets a stream that starts where the run is (``core.run_dir.resume_point``:
+    after a worker failure, and gets a stream that starts where the run is (``core.run_dir.start_point``:
     the latest complete checkpoint's step and data position, its weights in the new rollout actors).
 
     Before building the stream it resets the weight store to that version, so no rollout actor can load
@@ -81,7 +84,7 @@ class RestartableStream:
 
         from actors.weights import STORE_NAME
 
-        start_step, model_path = resume_point(self.cfg.run_dir, self.init_path)
+        start_step, model_path = start_point(self.cfg.run_dir, self.init_path)
         ray.get(ray.get_actor(STORE_NAME).reset.remote(start_step))
         return build_stream(self.cfg, self.table, model_path, start_step, self.heldout)
 
@@ -95,6 +98,38 @@ def trainer_settings(cfg: Config) -> dict:
                         "resources_per_worker": {"CPU": t.cpus_per_worker}},
             "backend": "nccl" if t.use_gpu else "gloo", "storage_path": os.path.join(cfg.run_dir, "ray_train"),
             "max_failures": t.max_failures, "data_timeout_s": t.data_timeout_s}
+
+
+def resource_requests(cfg: Config) -> list[Request]:
+    """Every actor and worker the run asks Ray for (:mod:`pipeline.resources` checks them against the cluster):
+    the rollout actor pool (:func:`rollout_resources`, ``rollout.num_actors``), the Ray Train workers
+    (:func:`trainer_settings`: ``trainer.cpus_per_worker``, one GPU each with ``trainer.use_gpu``), the prompt-shard
+    stage, the periodic evaluator (``periodic_eval.every`` > 0), and before training the held-out evaluator and
+    the data-reading stages (``pipeline.data``'s fixed requests)."""
+    from actors.periodic_eval import evaluator_resources
+
+    r, t = cfg.rollout, cfg.trainer
+    rollout = rollout_resources(cfg)
+    scaling = trainer_settings(cfg)["scaling"]
+    worker = {**scaling["resources_per_worker"], "GPU": 1.0 if scaling["use_gpu"] else 0.0}
+    rollout_keys = {"CPU": f"rollout.cpus_per_actor={r.cpus_per_actor:g}", "GPU": f"rollout.gpus_per_actor={r.gpus_per_actor:g}"}
+    out = [
+        Request("rollout actor", r.num_actors, {"CPU": rollout["num_cpus"], "GPU": rollout["num_gpus"]}, rollout_keys,
+                "rollout.num_actors"),
+        Request("train worker", t.num_workers, worker,
+                {"CPU": f"trainer.cpus_per_worker={t.cpus_per_worker:g}", "GPU": f"trainer.use_gpu={str(t.use_gpu).lower()}"},
+                "trainer.num_workers"),
+        Request("prompt shards", 1, {"CPU": SHARD_CPUS}, {"CPU": f"the prompt-shard stage ({SHARD_CPUS:g} CPU)"}),
+        Request("held-out evaluator", 1, {"CPU": rollout["num_cpus"], "GPU": rollout["num_gpus"]}, rollout_keys,
+                during_training=False),
+        Request("data reading", 1, {"CPU": max(READ_CPUS, NORMALISE_CPUS)},
+                {"CPU": f"the data-reading stage ({max(READ_CPUS, NORMALISE_CPUS):g} CPU)"}, during_training=False),
+    ]
+    if cfg.periodic_eval.every:
+        ev = evaluator_resources(cfg)
+        out.append(Request("periodic evaluator", 1, {"CPU": ev["num_cpus"], "GPU": ev["num_gpus"]},
+                           {"CPU": f"periodic_eval.cpus={cfg.periodic_eval.cpus:g}", "GPU": rollout_keys["GPU"]}))
+    return out
 
 
 def train(cfg: Config, table, pad_id: int, init_path: str, heldout: HeldoutSet) -> None:
@@ -148,12 +183,13 @@ def run(cfg: Config) -> dict:
     init_path, tokenizer = prepare_policy(cfg)
     source = prepare_source(cfg, tokenizer)
     heldout = heldout_set(cfg, tokenizer)
-    resume = latest_checkpoint(cfg.run_dir)
+    resume = resume_point(cfg.run_dir, cfg.trainer.checkpoint_checksums, log=say)  # verified before Ray starts
     start_step, model_path = resume if resume else (0, init_path)
-    truncate_metrics(cfg.run_dir, start_step)
+    truncate_metrics(cfg.run_dir, start_step, log=say)
     if resume:
         say(f"resuming from {model_path} (step {start_step})")
     init_ray(cfg)
+    ensure_resources(resource_requests(cfg), cfg, log=say)
     import ray
 
     from actors.weights import get_or_create_store
@@ -164,9 +200,10 @@ def run(cfg: Config) -> dict:
     say(f"{len(table['uid'])} training prompts from {source.uri}")
     before = _heldout_before(cfg, init_path, heldout)
     store = get_or_create_store(start_step)
+    final_step, final_path = start_step, model_path
     if start_step < cfg.trainer.total_steps:
         train(cfg, table, tokenizer.pad_token_id, init_path, heldout)
-    final_step, final_path = latest_checkpoint(cfg.run_dir)
+        final_step, final_path = latest_checkpoint(cfg.run_dir)  # the last step's, just committed
     after = heldout_accuracy(cfg, final_path, heldout)
     ray.kill(store)
     summary = _summary(cfg, before, after, final_step, final_path, time.time() - t0)
@@ -177,11 +214,13 @@ def run(cfg: Config) -> dict:
 def _heldout_before(cfg: Config, init_path: str, heldout: HeldoutSet) -> dict:
     path = os.path.join(cfg.run_dir, "heldout_before.json")
     if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except ValueError as err:
+            say(f"WARNING: {path} is not valid JSON ({err}): measuring the initial policy again")
     result = heldout_accuracy(cfg, init_path, heldout)
-    with open(path, "w") as f:
-        json.dump(result, f)
+    write_durably(path, json.dumps(result).encode())
     say(f"held-out greedy accuracy before RL: {result['accuracy']:.3f} on {result['n']} problems")
     return result
 
@@ -191,7 +230,7 @@ def _mean_reward(rows: list[dict]) -> float:
 
 
 def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str, wall_s: float) -> dict:
-    metrics = read_metrics(cfg.run_dir)
+    metrics = read_metrics(cfg.run_dir, log=say)
     timing_keys = [k for k in (metrics[0] if metrics else {}) if k.startswith("timing/")]
     summary = {
         "heldout_accuracy_before": before["accuracy"], "heldout_accuracy_after": after["accuracy"],
@@ -205,26 +244,41 @@ def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str
     summary["heldout_curve"] = [list(p) for p in zip(*heldout_curve(metrics, (steps, after["accuracy"])))]
     summary["plot"] = plot_training_curves(metrics, os.path.join(cfg.run_dir, "training_curves.png"),
                                            (steps, after["accuracy"]))
-    with open(os.path.join(cfg.run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_durably(os.path.join(cfg.run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
     return summary
 
 
-def input_error(exc: BaseException) -> ConfigError | DataError | None:
-    """The configuration or data error behind ``exc`` (also when a Ray task or actor raised it and Ray
-    wrapped it), or None for anything else."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
+def _wrapped(exc: BaseException) -> list:
+    """Exceptions ``exc`` wraps: Python's chain, a Ray task/actor error's ``cause``, Ray Train's
+    ``WorkerGroupError.worker_failures`` (each a ``UserExceptionWithTraceback`` around the worker's own),
+    ``ControllerError.controller_failure``."""
+    inner = [getattr(exc, "cause", None), exc.__cause__, exc.__context__, getattr(exc, "_base_exc", None),
+             getattr(exc, "controller_failure", None)]
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict):
+        inner += [failures[rank] for rank in sorted(failures)]
+    return [e for e in inner if isinstance(e, BaseException)]
+
+
+def input_error(exc: BaseException) -> ConfigError | DataError | RunDirError | None:
+    """The configuration, data or run-directory error behind ``exc`` (also when a Ray task, actor or Ray
+    Train worker raised it and Ray wrapped it), or None for anything else."""
+    seen, todo = set(), [exc]
+    while todo:
+        exc = todo.pop(0)
+        if exc is None or id(exc) in seen:
+            continue
         seen.add(id(exc))
-        if isinstance(exc, (ConfigError, DataError)):
+        if isinstance(exc, (ConfigError, DataError, RunDirError)):
             return exc
-        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        todo += _wrapped(exc)
     return None
 
 
 def fail_cleanly(exc: BaseException) -> None:
-    """Configuration and data errors end the job with one line ``error: ...`` on stderr and exit code 2;
-    anything else propagates with its traceback."""
+    """Configuration, data and run-directory errors (a damaged metrics.jsonl, no intact checkpoint, a full
+    disk or a deleted run_dir while writing) end the job with one line ``error: ...`` on stderr and exit
+    code 2; anything else propagates with its traceback."""
     err = input_error(exc)
     if err is None:
         raise exc

@@ -28,9 +28,11 @@ RENAMED: dict[str, tuple[str, object]] = {
         "max_position_embeddings")},
     "rollout.kv_cache_mb": ("rollout.kv_cache_gb", lambda mb: mb / 1024),  # one KV-cache unit: GiB
 }
-# keys added since, with their defaults (heldout.path keeps the old behaviour; the fault-tolerance keys change
-# it on purpose: restarts instead of max_failures=0, bounded waits instead of none)
+# keys added since, with their defaults (the fault-tolerance keys change the old behaviour on purpose: restarts
+# instead of max_failures=0, bounded waits instead of none; the others keep it)
 ADDED = {"heldout.path": None,  # held-out file for data.source=files
+         "ray_autoscaling": False, "ray_resource_wait_s": 600.0,  # resources checked against the cluster
+         "trainer.checkpoint_checksums": True,  # sha256 in every checkpoint's manifest
          "rollout.weight_timeout_s": 900, "trainer.max_failures": 3, "trainer.data_timeout_s": 900}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ OWN_KEYS = {  # which leaves each option owns (the main option: everything but m
 FREE_FORM = {"data_dir", "ray_address", "model.cache_dir", "data.prompt_suffix", "algorithm.clip_cov_lb"}
 WRONG_TYPE = "[1,2]"
 INVALID = {
-    "run_dir": "''", "seed": "-1",
+    "run_dir": "''", "seed": "-1", "ray_autoscaling": "yes", "ray_resource_wait_s": "0",
     "task.digits": "0", "task.heldout_fraction": "1.5", "task.num_train_prompts": "0",
     "warm_start.steps": "-1", "warm_start.batch_size": "0", "warm_start.lr": "0", "warm_start.num_examples": "0",
     "warm_start.carry_noise": "2",
@@ -72,6 +73,7 @@ INVALID = {
     "trainer.mini_batches_per_step": "0", "trainer.micro_batch_size": "0", "trainer.epochs_per_step": "0",
     "trainer.total_steps": "0", "trainer.logprob_chunk_size": "0", "trainer.save_every": "0",
     "trainer.keep_checkpoints": "0", "trainer.is_correction": "sometimes", "trainer.is_cap": "0",
+    "trainer.checkpoint_checksums": "yes",
     "algorithm.name": "nope", "algorithm.advantage_estimator": "ppo", "algorithm.adv_eps": "-1",
     "algorithm.clip_low": "-0.1", "algorithm.clip_high": "-0.1", "algorithm.dual_clip": "0.5",
     "algorithm.aggregation": "mean", "algorithm.max_response_length": "0", "algorithm.kl_coef": "-1",
@@ -111,6 +113,7 @@ class Ctx:
     data_dir: str
     heldout_file: str
     heldout_file2: str
+    flipped_checkpoint: str  # committed with checksums, then one byte of its weights flipped (same size)
 
 
 def _cache_users(c, ctx):
@@ -281,6 +284,21 @@ def _stale_checkpoints(c, ctx):
     return checkpoints_to_remove(c)
 
 
+def _checkpoint_integrity(c, ctx):
+    """What a save writes into the manifest, and what resume finds wrong with a checkpoint whose bytes
+    changed but not its size (``trainer.checkpoint_checksums`` is what save and resume pass)."""
+    from core.checkpoint_files import build_manifest, verify
+
+    manifest = build_manifest(ctx.flipped_checkpoint, 7, c.trainer.checkpoint_checksums)
+    return manifest["files"]["model.safetensors"], verify(ctx.flipped_checkpoint, 7, c.trainer.checkpoint_checksums)
+
+
+def _resource_wait(c, ctx):
+    from pipeline.resources import wait_plan
+
+    return wait_plan(c)
+
+
 def _eval_plan(c, ctx):
     from actors.periodic_eval import eval_plan, eval_sampling, evaluator_resources
 
@@ -316,6 +334,7 @@ def _algorithm(c, ctx):
 
 CONSUMERS = {
     "run_dir": _ray, "seed": _sampling, "data_dir": _eval_plan, "ray_address": _ray,
+    "ray_autoscaling": _resource_wait, "ray_resource_wait_s": _resource_wait,
     "task.digits": _synthetic, "task.heldout_fraction": _synthetic, "task.num_train_prompts": _synthetic,
     **{f"warm_start.{k}": _policy for k in ("steps", "batch_size", "lr", "num_examples", "carry_noise")},
     "heldout.size": _heldout_set, "heldout.max_tokens": _heldout_request, "heldout.every": _heldout_due,
@@ -342,7 +361,8 @@ CONSUMERS = {
     "trainer.grad_clip": _deepspeed, "trainer.prompts_per_step": _stream, "trainer.mini_batches_per_step": _deepspeed,
     "trainer.micro_batch_size": _deepspeed, "trainer.epochs_per_step": _update_path, "trainer.total_steps": _stream,
     "trainer.logprob_chunk_size": _forward, "trainer.save_every": _checkpoint_steps,
-    "trainer.keep_checkpoints": _stale_checkpoints, "trainer.is_correction": _importance, "trainer.is_cap": _importance,
+    "trainer.keep_checkpoints": _stale_checkpoints, "trainer.checkpoint_checksums": _checkpoint_integrity,
+    "trainer.is_correction": _importance, "trainer.is_cap": _importance,
     "algorithm.dynamic_sampling": _stream, "algorithm.max_sampling_rounds": _stream,
     "algorithm.overlong_buffer": _scores, "algorithm.overlong_penalty_factor": _scores,
     "algorithm.max_response_length": _update_path,
@@ -351,6 +371,7 @@ CONSUMERS = {
 # a valid value other than the option's own (first candidate that differs)
 ALTERNATIVE = {
     "run_dir": ["runs/other"], "seed": ["1"], "ray_address": ["auto"], "data_dir": lambda ctx: [ctx.data_dir],
+    "ray_autoscaling": ["true", "false"], "ray_resource_wait_s": ["30", "60"],
     "rollout.gpus_per_actor": ["1"], "trainer.use_gpu": ["true"],
     "task.digits": ["3"], "task.heldout_fraction": ["0.3"], "task.num_train_prompts": ["100"],
     "warm_start.steps": ["10"], "warm_start.batch_size": ["8"], "warm_start.lr": ["0.1"],
@@ -377,6 +398,7 @@ ALTERNATIVE = {
     "trainer.prompts_per_step": ["32"], "trainer.mini_batches_per_step": ["2"], "trainer.micro_batch_size": ["32"],
     "trainer.epochs_per_step": ["2"], "trainer.total_steps": ["10", "20"], "trainer.logprob_chunk_size": ["64"],
     "trainer.save_every": ["7"], "trainer.keep_checkpoints": ["1"], "trainer.is_correction": ["true"],
+    "trainer.checkpoint_checksums": ["false", "true"],
     "trainer.is_cap": ["1.2"],
     "algorithm.advantage_estimator": ["rloo"], "algorithm.adv_eps": ["0.005"], "algorithm.clip_low": ["0.05"],
     "algorithm.clip_high": ["0.05"], "algorithm.dual_clip": ["1.5"],
@@ -534,10 +556,17 @@ def ctx(tmp_path_factory) -> Ctx:
     root = tmp_path_factory.mktemp("every_key")
     ckpt = build_random_policy(str(root / "ckpt"), seed=0, spec=tiny_spec(hidden_size=32, num_layers=1,
                                                                           intermediate_size=32))
+    from tests.checkpoint_layout import write_checkpoint
+
     run_dir = root / "run"
-    for step in (10, 20, 30):  # three complete checkpoints
-        (run_dir / "checkpoints" / f"step_{step}").mkdir(parents=True)
-        (run_dir / "checkpoints" / f"step_{step}" / "COMPLETE").touch()
+    for step in (10, 20, 30):  # three intact committed checkpoints
+        write_checkpoint(run_dir, step, ckpt, checksums=False)
+    flipped = write_checkpoint(root / "flipped", 7, ckpt, checksums=True)
+    with open(os.path.join(flipped, "model.safetensors"), "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
     for name, row in (("gsm8k", lambda i: {"question": f"What is {i}+1?", "answer": f"#### {i + 1}"}),
                       ("aime24", lambda i: {"problem": f"What is {i}+5?", "answer": str(i + 5)})):
         bench = root / "data" / "benchmarks" / name
@@ -552,7 +581,7 @@ def ctx(tmp_path_factory) -> Ctx:
         pq.write_table(pa.Table.from_pylist([{"prompt": [{"role": "user", "content": f"What is {i}+{k}?"}],
                                               "reward_model": {"ground_truth": str(i + k)}} for i in range(4)]), path)
         files.append(str(path))
-    return Ctx(ckpt, AutoTokenizer.from_pretrained(ckpt), str(run_dir), str(root / "data"), *files)
+    return Ctx(ckpt, AutoTokenizer.from_pretrained(ckpt), str(run_dir), str(root / "data"), *files, flipped)
 
 
 def _load(option, overrides):
