@@ -178,7 +178,8 @@ def ray_init_kwargs(cfg: Config) -> dict:
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         return {"address": address, "runtime_env": env, "log_to_driver": True, "namespace": namespace}
-    return {"num_cpus": os.cpu_count(), "runtime_env": env, "namespace": namespace}
+    # "local": always a new instance; with None, ray.init would attach to whatever `ray start` left running
+    return {"address": "local", "num_cpus": os.cpu_count(), "runtime_env": env, "namespace": namespace}
 
 
 def init_ray(cfg: Config) -> None:
@@ -187,7 +188,12 @@ def init_ray(cfg: Config) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(**ray_init_kwargs(cfg))
+    kwargs = ray_init_kwargs(cfg)
+    if kwargs.get("address") == "local":  # this process owns the new Ray: none of it may outlive this process
+        from pipeline.reaper import watch
+
+        watch()
+    ray.init(**kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     # rollout shards travel as python objects on purpose (nested, ragged): say so, and Ray Data stops

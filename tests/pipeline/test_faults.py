@@ -22,7 +22,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 STEPS, KILL_AFTER = 8, 3
-SHORT = [f"trainer.total_steps={STEPS}", "trainer.save_every=2", "heldout.size=16", "heldout.every=4"]
+SHORT = [f"trainer.total_steps={STEPS}", "trainer.save_every=2", "heldout.size=0"]
 
 
 def _steps(run_dir: Path) -> list[int]:
@@ -32,9 +32,27 @@ def _steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
-def _pids(title: str) -> list[int]:
+def _descendants(root: int) -> set[int]:
+    """Every process below ``root`` (the job's local Ray: raylet, workers, actors are its children)."""
+    parent = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _pids(title: str, root: int) -> list[int]:
+    """Processes of the job started as ``root`` whose title (Ray sets ``ray::<actor class>``) contains ``title``."""
     out = subprocess.run(["pgrep", "-f", title], capture_output=True, text=True).stdout.split()
-    return [int(pid) for pid in out if int(pid) != os.getpid()]
+    mine = _descendants(root)
+    return [int(pid) for pid in out if int(pid) in mine]
 
 
 def run_and_kill(run_dir: Path, title: str, *overrides: str, timeout: float = 900) -> tuple[subprocess.Popen, str, float]:
@@ -49,7 +67,7 @@ def run_and_kill(run_dir: Path, title: str, *overrides: str, timeout: float = 90
             assert proc.poll() is None, log.read_text()[-4000:]
             assert time.time() < deadline, "the job never reached the step to kill at"
             time.sleep(0.2)
-        victims = _pids(title)
+        victims = _pids(title, proc.pid)
         assert victims, f"no process titled {title!r}"
         os.kill(victims[0], signal.SIGKILL)
         killed_at, seen = time.time(), len(_steps(run_dir))
@@ -97,3 +115,43 @@ def test_killed_weight_store_is_restarted(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert max(r["rollout/logprob_gap"] for r in rows) < 1e-2
     print(f"\n[fault] weight store SIGKILL after step {KILL_AFTER}: next step logged {recovered:.1f} s later")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _title(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")[:80]
+    except OSError:
+        return "?"
+
+
+def test_killed_driver_leaves_no_process_behind_and_a_rerun_resumes(tmp_path):
+    run_dir, log = tmp_path / "run", tmp_path / "job.log"
+    cmd = [sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *SHORT]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 900
+        while max(_steps(run_dir), default=0) < KILL_AFTER:
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        run_processes = _descendants(proc.pid)
+        proc.kill()
+        proc.wait()
+    killed_at = time.time()
+    while any(_alive(pid) for pid in run_processes) and time.time() - killed_at < 60:
+        time.sleep(0.5)
+    gone_after = time.time() - killed_at
+    survivors = {pid: _title(pid) for pid in run_processes if _alive(pid)}
+    assert not survivors, f"alive 60 s after the driver was killed: {survivors}"
+    print(f"\n[fault] driver SIGKILL after step {KILL_AFTER}: its {len(run_processes)} processes gone "
+          f"{gone_after:.1f} s later")
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    _assert_every_step_once(run_dir, rerun, rerun.stdout + rerun.stderr)

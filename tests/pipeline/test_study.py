@@ -92,9 +92,11 @@ def test_report_numbers_match_hand_computation(tmp_path):
 def test_study_command_runs_a_small_grid_and_resumes(tmp_path):
     """2 algorithms x 2 seeds x 3 steps of the real job, then the same command again skips them all."""
     cmd = [sys.executable, "-m", "pipeline.study", f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0,1]",
-           "--", "trainer.total_steps=3", "trainer.save_every=3", "heldout.size=16", "heldout.every=2"]
+           "run_timeout_s=300", "--", "trainer.total_steps=3", "trainer.save_every=3", "heldout.size=16",
+           "heldout.every=2"]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    logs = "".join(f"\n--- {log}\n" + log.read_text()[-3000:] for log in sorted(tmp_path.glob("*/seed*/job.log")))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:] + logs
     res = json.loads((tmp_path / "study.json").read_text())["results"]
     for algo in ("grpo", "eapo"):
         assert res[algo]["heldout_after"]["n"] == 2 and [r["steps"] for r in res[algo]["runs"]] == [3, 3]
