@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
         setattr(cfg, names[key], int(value))
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         vb = bench_verifier(cfg)
     finally:

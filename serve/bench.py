@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
 
         from task.tiny_model import build_random_policy
         from serve.run import start
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
         ckpt = build_random_policy(tempfile.mkdtemp(prefix="bench-ckpt-"), seed=0)
     try:
         url = url or start({"checkpoint": ckpt, "model_name": cfg.model, "port": 8321})

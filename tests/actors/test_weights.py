@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def ray_local():
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, namespace="test-weights")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, namespace="test-weights")
     yield ray
     ray.shutdown()
 

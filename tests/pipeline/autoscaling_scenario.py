@@ -61,6 +61,18 @@ def _kill_descendants() -> None:
                 break
 
 
+def _forget_address() -> None:
+    """`ray start` wrote this cluster's address to /tmp/ray/ray_current_cluster, where a later ``ray.init()``
+    without an address would look for a cluster to join: remove it (``ray stop`` would, machine-wide)."""
+    path = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
+    try:
+        with open(path) as f:
+            if f.read().strip().endswith(f":{PORT}"):
+                os.remove(path)
+    except OSError:
+        pass
+
+
 def worker_nodes() -> int:
     """Alive worker nodes (nodes with CPUs: the head has none)."""
     import ray
@@ -106,6 +118,7 @@ def main(run_dir: str, repo: str, overrides: list[str]) -> None:
                   "output": open(os.path.join(os.path.dirname(run_dir), "job.log")).read()[-6000:]}
     finally:
         _kill_descendants()
+        _forget_address()
     print("RESULT " + json.dumps(result), flush=True)
 
 

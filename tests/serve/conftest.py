@@ -52,7 +52,7 @@ def served(tiny_checkpoints, run_dir):
 
     from serve.run import start
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     cfg = {"checkpoints": {"tiny-a": tiny_checkpoints["tiny-a"]}, "follow": str(run_dir), "follow_name": "live",
            "follow_poll_s": 1, "port": _free_port(), "api_key": API_KEY,
            "health": {"period_s": 2, "probe_timeout_s": 5},
