@@ -121,7 +121,9 @@ def _heldout_aligned(runs: list[dict]) -> tuple[list[int], list[list[float]]]:
 
 
 def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Centred running mean that averages only the points inside the series at its edges."""
+    """Centred running mean that averages only the points inside the series at its edges; same length as
+    ``values`` (a window longer than the series shrinks to it)."""
+    window = max(1, min(window, len(values)))
     kernel = np.ones(window)
     return np.convolve(values, kernel, mode="same") / np.convolve(np.ones(len(values)), kernel, mode="same")
 

@@ -88,6 +88,25 @@ def test_report_numbers_match_hand_computation(tmp_path):
         assert (tmp_path / paths[key].split("/")[-1]).stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 9])
+def test_running_mean_averages_the_points_inside_the_series(n):
+    from pipeline.study_report import _running_mean
+
+    values = np.random.default_rng(n).normal(size=n)
+    w = min(5, n)  # a window longer than the series shrinks to it; point i averages [i - w//2, i + (w-1)//2]
+    expected = [np.mean(values[max(0, i - w // 2):i + (w - 1) // 2 + 1]) for i in range(n)]
+    got = _running_mean(values, 5)
+    assert got.shape == (n,)
+    assert np.allclose(got, expected)
+
+
+def test_a_report_of_runs_shorter_than_the_smoothing_window(tmp_path):
+    """3-step runs (the CI grid): the quadrant plot's smoothing must keep the series' length."""
+    fake_run(tmp_path, "eapo", 0, 0.2, 0.3, [0.1, 0.2, 0.3], [1.0] * 3, (0.4, 0.1, 0.2, 0.3))
+    paths = write_report(str(tmp_path), ["eapo"], [0])
+    assert (tmp_path / paths["quadrants"].split("/")[-1]).stat().st_size > 10_000
+
+
 @pytest.mark.slow
 def test_study_command_runs_a_small_grid_and_resumes(tmp_path):
     """2 algorithms x 2 seeds x 3 steps of the real job, then the same command again skips them all."""
