@@ -33,6 +33,11 @@ def _stat(pid: int) -> tuple[int, str] | None:
     return int(fields[1]), fields[19]
 
 
+def alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    return _stat(pid) is not None
+
+
 def descendants(root: int) -> dict[int, str]:
     """{pid: start time} of every live process below ``root``."""
     parent = {}

@@ -14,14 +14,6 @@ from core.durable import fsync_tree, reason, write_durably
 from tests.checkpoint_layout import write_checkpoint
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    from task.tiny_model import build_random_policy, tiny_spec
-
-    spec = tiny_spec(hidden_size=32, num_layers=1, intermediate_size=32)
-    return build_random_policy(str(tmp_path_factory.mktemp("policy")), seed=0, spec=spec)
-
-
 @pytest.fixture
 def ckpt(tmp_path, source):
     return write_checkpoint(tmp_path / "run", 4, source)

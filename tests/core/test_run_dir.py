@@ -14,14 +14,6 @@ from core.run_dir import (METRICS, MetricsLogger, RunDirError, latest_checkpoint
 from tests.checkpoint_layout import write_checkpoint
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    from task.tiny_model import build_random_policy, tiny_spec
-
-    spec = tiny_spec(hidden_size=32, num_layers=1, intermediate_size=32)
-    return build_random_policy(str(tmp_path_factory.mktemp("policy")), seed=0, spec=spec)
-
-
 @pytest.fixture
 def run_dir(tmp_path, source):
     for step in (10, 20, 30):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.reaper import alive, descendants
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -32,26 +33,10 @@ def _steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
-def _descendants(root: int) -> set[int]:
-    """Every process below ``root`` (the job's local Ray: raylet, workers, actors are its children)."""
-    parent = {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (ValueError, OSError, IndexError):
-            continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
 def _pids(title: str, root: int) -> list[int]:
     """Processes of the job started as ``root`` whose title (Ray sets ``ray::<actor class>``) contains ``title``."""
     out = subprocess.run(["pgrep", "-f", title], capture_output=True, text=True).stdout.split()
-    mine = _descendants(root)
+    mine = descendants(root)
     return [int(pid) for pid in out if int(pid) in mine]
 
 
@@ -117,14 +102,6 @@ def test_killed_weight_store_is_restarted(tmp_path):
     print(f"\n[fault] weight store SIGKILL after step {KILL_AFTER}: next step logged {recovered:.1f} s later")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _title(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -142,14 +119,14 @@ def test_killed_driver_leaves_no_process_behind_and_a_rerun_resumes(tmp_path):
         while max(_steps(run_dir), default=0) < KILL_AFTER:
             assert proc.poll() is None and time.time() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
-        run_processes = _descendants(proc.pid)
+        run_processes = set(descendants(proc.pid))
         proc.kill()
         proc.wait()
     killed_at = time.time()
-    while any(_alive(pid) for pid in run_processes) and time.time() - killed_at < 60:
+    while any(alive(pid) for pid in run_processes) and time.time() - killed_at < 60:
         time.sleep(0.5)
     gone_after = time.time() - killed_at
-    survivors = {pid: _title(pid) for pid in run_processes if _alive(pid)}
+    survivors = {pid: _title(pid) for pid in run_processes if alive(pid)}
     assert not survivors, f"alive 60 s after the driver was killed: {survivors}"
     print(f"\n[fault] driver SIGKILL after step {KILL_AFTER}: its {len(run_processes)} processes gone "
           f"{gone_after:.1f} s later")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from pipeline.reaper import alive
 from tests.conftest import REPO
 
 DRIVER = """
@@ -20,25 +21,17 @@ time.sleep(300)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_the_processes_of_a_killed_driver_are_reaped():
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO, stdout=subprocess.PIPE, text=True)
     child = int(driver.stdout.readline())
     time.sleep(2.5)  # the watchdog records the driver's descendants every second
-    assert _alive(child)
+    assert alive(child)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     deadline = time.time() + 20
-    while _alive(child) and time.time() < deadline:
+    while alive(child) and time.time() < deadline:
         time.sleep(0.2)
-    assert not _alive(child), "the driver's child survived it"
+    assert not alive(child), "the driver's child survived it"
 
 
 def test_a_driver_that_exits_normally_takes_its_watchdog_with_it():
@@ -46,6 +39,6 @@ def test_a_driver_that_exits_normally_takes_its_watchdog_with_it():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     watchdog = int(out.stdout.strip())
     deadline = time.time() + 20
-    while _alive(watchdog) and time.time() < deadline:
+    while alive(watchdog) and time.time() < deadline:
         time.sleep(0.2)
-    assert not _alive(watchdog)
+    assert not alive(watchdog)
