@@ -212,17 +212,26 @@ def test_eval_cli_resumes_in_its_default_directory(served, tmp_path):
     assert not (tmp_path / ".hydra").exists() and not (tmp_path / "outputs").exists()
 
 
-def _engine_pid(replica_title: str) -> int:
-    """PID of the vLLM engine-core process of the replica named ``replica_title`` (a descendant of this test)."""
+def _engine_pid(replica_title: str, wait_s: float = 30.0) -> int:
+    """PID of the vLLM engine-core process of the replica named ``replica_title`` (a descendant of this test).
+
+    Ray appends the running method to a worker's title (``<title>.check_health``), so both forms match; the
+    lookup retries for ``wait_s`` because a replica may be between titles at the moment we look.
+    """
     import psutil
 
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if proc.cmdline()[:1] == [replica_title]:
-                return next(c.pid for c in proc.children() if "EngineCore" in " ".join(c.cmdline()))
-        except (psutil.Error, StopIteration):
-            continue
-    raise AssertionError(f"no engine process under {replica_title}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                title = (proc.cmdline() or [""])[0]
+                if title == replica_title or title.startswith(replica_title + "."):
+                    return next(c.pid for c in proc.children() if "EngineCore" in " ".join(c.cmdline()))
+            except (psutil.Error, StopIteration):
+                continue
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no engine process under {replica_title}")
+        time.sleep(0.5)
 
 
 def test_dead_or_hung_engines_are_replaced(served, client):
