@@ -136,6 +136,20 @@ def read_metrics(run_dir: str, log=_stderr) -> list[dict]:
         return [row for _, row in _metric_lines(path, f.read(), log)]
 
 
+def ensure_dir(path: str, key: str) -> str:
+    """Create directory ``path`` (and its parents) if missing; returns it. One that cannot be created (a parent
+    that is a file or missing under a read-only/virtual tree, no permission, a full disk) is a
+    :class:`~core.typed.ConfigError` naming the config ``key`` that gave the path, the path and the cause."""
+    from core.typed import ConfigError
+
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(key, f"cannot create {path}: {reason(err)}"
+                               f"{f' ({err.filename})' if err.filename and err.filename != path else ''}") from None
+    return path
+
+
 def require_run_dir(run_dir: str, writing: str) -> None:
     """Raise :class:`RunDirError` unless ``run_dir`` still exists (``writing``: what was about to be written)."""
     if not os.path.isdir(run_dir):

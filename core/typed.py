@@ -9,11 +9,45 @@ a missing key or a value of the wrong type raises :class:`ConfigError` naming th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any
+
+
+#: Keys that were renamed (old dotted key -> what it became), in every app's config: an old key in a config or on
+#: the command line is rejected with its new name instead of a bare "unknown key" (:func:`unknown_key_message`).
+RENAMED_KEYS: dict[str, str] = {
+    **{f"model.{k}": f"model.tiny.{k}" for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                                                 "intermediate_size", "max_position_embeddings")},
+    "rollout.kv_cache_mb": "rollout.kv_cache_gb (GiB: 0.25 = the former 256 MB)",
+    "engine.kv_cache_mb": "engine.kv_cache_gb (GiB: 0.25 = 256 MB)",
+    "engine.max_num_seqs": "engine.extra.max_num_seqs (other vLLM arguments go under engine.extra)",
+    "engine.max_logprobs": "engine.extra.max_logprobs (other vLLM arguments go under engine.extra)",
+}
+
+
+def closest(key: str, valid) -> list[str]:
+    """The dotted keys of ``valid`` whose last part is closest to ``key``'s (difflib ratio >= 0.7), best first:
+    ``trainer.totl_steps`` -> ``trainer.total_steps``."""
+    by_name: dict[str, list[str]] = {}
+    for full in valid:
+        by_name.setdefault(full.rsplit(".", 1)[-1], []).append(full)
+    names = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=3, cutoff=0.7)
+    return [full for name in names for full in by_name[name]]
+
+
+def unknown_key_message(key: str, valid) -> str:
+    """Why dotted ``key`` is refused, given the ``valid`` dotted keys at its level: its new name when it was
+    renamed (:data:`RENAMED_KEYS`), else the closest valid keys, else all of them."""
+    if key in RENAMED_KEYS:
+        return f"unknown key: renamed to {RENAMED_KEYS[key]}"
+    near = closest(key, valid)
+    if near:
+        return f"unknown key; did you mean {' or '.join(near)}?"
+    return f"unknown key; valid here: {', '.join(sorted(valid))}"
 
 
 class ConfigError(ValueError):
@@ -124,7 +158,9 @@ def build(cls, data: Mapping, where: str = ""):
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(_join(where, unknown[0]), f"unknown key(s) {unknown}; allowed: {sorted(names)}")
+        key = _join(where, unknown[0])
+        why = unknown_key_message(key, [_join(where, n) for n in names])
+        raise ConfigError(key, f"unknown key(s) {unknown}{why[len('unknown key'):]}")
     missing = [n for n in names if n not in data]
     if missing:
         raise ConfigError(_join(where, missing[0]), f"missing key(s) {missing} (their values belong in configs/)")

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from core.run_dir import ensure_dir
 from evaluation.benchmarks import load_benchmark
 from evaluation.config import PAPER_BENCHMARKS, EvalConfig, to_eval_config
 from evaluation.metrics import benchmark_metrics
@@ -68,8 +69,9 @@ def evaluate(cfg: Any) -> dict:
     down, refuses the key or does not serve the model.
     """
     cfg = to_eval_config(cfg)
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
-    cache = ResponseCache(Path(cfg.cache_dir or out_dir / "cache") / "responses.jsonl")
+    out_dir = Path(ensure_dir(cfg.output_dir or str(default_output_dir(cfg)), "output_dir"))  # before any request
+    cache_dir = ensure_dir(cfg.cache_dir or str(out_dir / "cache"), "cache_dir" if cfg.cache_dir else "output_dir")
+    cache = ResponseCache(Path(cache_dir) / "responses.jsonl")
     suites = {b: load_benchmark(b, cfg.data_dir, cfg.prompt_template, cfg.limit_for(b)) for b in cfg.benchmarks}
     jobs = [(p, cfg.n_for(b)) for b, probs in suites.items() for p in probs]
     from tqdm import tqdm

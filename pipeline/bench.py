@@ -17,8 +17,10 @@ import os
 import shutil
 import statistics
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from core.cli import app
+from core.config_files import CONFIG_DIR
 
 STAGES = ("rollout_s", "reward_s", "train_s", "weight_sync_s", "step_s", "weight_wait_s", "data_wait_s",
           "handoff_s", "log_s")
@@ -45,9 +47,10 @@ def bench(cfg, settings: list[int], warmup: int) -> list[dict]:
     from pipeline.data import prompt_table, read_prompts
     from core.stages import HeldoutSet
     from pipeline.run import train
-    from core.run_dir import read_metrics
+    from core.run_dir import ensure_dir, read_metrics
     from pipeline.setup import init_ray, prepare_policy, prepare_source, source_spec
 
+    ensure_dir(cfg.run_dir, "run_dir")
     init_path, tokenizer = prepare_policy(cfg)
     source = prepare_source(cfg, tokenizer)
     init_ray(cfg)
@@ -63,7 +66,7 @@ def bench(cfg, settings: list[int], warmup: int) -> list[dict]:
     return out
 
 
-@hydra.main(config_path="../configs", config_name="bench", version_base=None)
+@app(str(CONFIG_DIR), "bench")
 def main(hydra_cfg: DictConfig) -> None:
     from pipeline import config as config_mod
     from pipeline.run import fail_cleanly

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-import hydra
 from omegaconf import DictConfig
 
+from core.cli import app, fail
+from core.config_files import CONFIG_DIR
 from core.durable import write_durably
 from core.engine import engine_config, engines_on_cpu
-from core.run_dir import (RunDirError, latest_checkpoint, make_logger_factory, read_metrics, resume_point,
-                          start_point, truncate_metrics)
+from core.run_dir import (RunDirError, ensure_dir, latest_checkpoint, make_logger_factory, read_metrics,
+                          resume_point, start_point, truncate_metrics)
 from core.stages import HeldoutSet, RolloutSetup, TrainLoopSetup
 from core.typed import ConfigError
 from pipeline import config as config_mod
@@ -179,7 +179,7 @@ def heldout_accuracy(cfg: Config, model_path: str, heldout: HeldoutSet) -> dict:
 def run(cfg: Config) -> dict:
     """The whole job; returns the summary written to ``<run_dir>/summary.json``."""
     t0 = time.time()
-    os.makedirs(cfg.run_dir, exist_ok=True)
+    ensure_dir(cfg.run_dir, "run_dir")
     init_path, tokenizer = prepare_policy(cfg)
     source = prepare_source(cfg, tokenizer)
     heldout = heldout_set(cfg, tokenizer)
@@ -282,12 +282,10 @@ def fail_cleanly(exc: BaseException) -> None:
     err = input_error(exc)
     if err is None:
         raise exc
-    message = str(err).strip().splitlines()
-    print(f"error: {message[-1] if message else type(err).__name__}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(err) or type(err).__name__)
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base=None)
+@app(str(CONFIG_DIR), "config")
 def main(hydra_cfg: DictConfig) -> None:
     try:
         run(config_mod.resolve_paths(config_mod.load(hydra_cfg)))

@@ -21,8 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-import hydra
 from omegaconf import DictConfig
+
+from core.cli import app, fail
+from core.config_files import CONFIG_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -252,16 +254,17 @@ def _split_argv() -> None:
         del sys.argv[i:]
 
 
-@hydra.main(config_path="../configs/study", config_name="study", version_base=None)
+@app(str(CONFIG_DIR / "study"), "study")
 def main(hydra_cfg: DictConfig) -> None:
+    from core.run_dir import ensure_dir
     from pipeline.config import ConfigError
 
     try:
         c = load(hydra_cfg)
         c.overrides = list(c.overrides) + JOB_OVERRIDES
+        ensure_dir(c.study_dir, "study_dir")
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
     out = run_study(c)
     sys.exit(1 if out["failed"] else 0)
 

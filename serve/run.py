@@ -6,9 +6,10 @@ import signal
 import sys
 import threading
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from core.cli import app, fail
+from core.typed import ConfigError
 from serve.config import RUN_ONLY_KEYS
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "serve")
@@ -32,13 +33,15 @@ def start(cfg, ray_address: str | None = None) -> str:
     return f"http://{cfg.host}:{cfg.port}"
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="serve", version_base=None)
+@app(CONFIG_DIR, "serve")
 def main(cfg: DictConfig) -> None:
     """Deploy and, when ``blocking``, keep serving until interrupted."""
     data = OmegaConf.to_container(cfg, resolve=True)
     opts = {k: data.pop(k, None) for k in RUN_ONLY_KEYS}
     try:
         url = start(data, ray_address=opts["ray_address"])
+    except ConfigError as exc:  # a key or value of configs/serve: one line, exit code 2, as every app
+        fail(str(exc))
     except ValueError as exc:
         sys.exit(f"serve.run: {exc}")
     print(f"serving at {url}/v1 (models: GET {url}/v1/models, readiness: GET {url}/health)", flush=True)
