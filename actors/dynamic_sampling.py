@@ -1,11 +1,13 @@
 """DAPO dynamic sampling (Yu et al., arXiv 2503.14476, §3.2): train only on groups that carry signal.
 
-A group (the G responses of one prompt) whose rewards are all equal has Â = 0 for every response
-under any group-relative estimator: it adds nothing to the gradient but still dilutes token-mean
-normalisers. With ``algorithm.dynamic_sampling`` such groups are dropped and the shard is topped up
-with further prompts, one extra rollout round at a time, for at most ``max_sampling_rounds`` rounds
-(verl's ``filter_groups`` with ``metric=seq_final_reward``). If the bound is hit, the shard keeps its
-shape by re-adding dropped groups with ``train=False``: they enter no loss and no normaliser.
+A group (the G responses of one prompt) whose responses are all alike adds nothing useful to the
+gradient but still dilutes token-mean normalisers. With ``algorithm.dynamic_sampling`` such groups are
+dropped and the shard is topped up with further prompts, one extra rollout round at a time, for at most
+``max_sampling_rounds`` rounds. "Alike" is ``algorithm.filter_metric``: ``accuracy`` (verl's DAPO recipes,
+``filter_groups.metric=acc``) = all correct or all wrong by the verifier; ``reward`` (``seq_final_reward``)
+= all shaped rewards equal (Â = 0 for every response under any group-relative estimator). A kept group's
+advantages come from its shaped rewards either way. If the bound is hit, the shard keeps its shape by
+re-adding dropped groups with ``train=False``: they enter no loss and no normaliser.
 
 Pure python: the rollout actor passes a ``sample_round(r)`` callable that draws round r's groups.
 """
@@ -31,10 +33,13 @@ class Group:
     correct: np.ndarray  # [G] bool (verifier)
     reasons: list[str]
 
-    @property
-    def informative(self) -> bool:
-        """True when the rewards are not all equal (some response has Â ≠ 0)."""
-        return bool(self.rewards.max() > self.rewards.min())
+    def informative(self, metric: str) -> bool:
+        """Whether the group carries signal by ``metric`` (``algorithm.filter_metric``): ``accuracy`` = its
+        responses are not all correct or all wrong; ``reward`` = its shaped rewards are not all equal."""
+        if metric not in ("accuracy", "reward"):
+            raise ValueError(f"filter_metric: unknown {metric!r}; allowed: accuracy, reward")
+        values = self.correct if metric == "accuracy" else self.rewards
+        return bool(values.max() > values.min())
 
 
 @dataclass
@@ -44,14 +49,15 @@ class Selection:
     groups: list[Group]
     train: list[bool]
     sampled_groups: int  # groups drawn over all rounds
-    filtered_groups: int  # of those, dropped for equal rewards (surplus informative ones are not counted)
+    filtered_groups: int  # of those, dropped as without signal (surplus informative ones are not counted)
     extra_rounds: int
     unfilled: int  # target slots filled with untrained groups (bound hit)
 
 
 def select_groups(first: list[Group], sample_round: Callable[[int], list[Group]], enabled: bool,
-                  max_rounds: int) -> Selection:
-    """Keep ``len(first)`` groups: all of ``first`` when disabled, else informative groups in draw order.
+                  max_rounds: int, metric: str) -> Selection:
+    """Keep ``len(first)`` groups: all of ``first`` when disabled, else groups informative by ``metric``
+    (:meth:`Group.informative`) in draw order.
 
     ``sample_round(r)`` (r = 1..max_rounds) draws the groups of extra round r; it is called only
     while fewer than ``len(first)`` informative groups are at hand.
@@ -59,15 +65,15 @@ def select_groups(first: list[Group], sample_round: Callable[[int], list[Group]]
     target = len(first)
     if not enabled:
         return Selection(first, [True] * target, target, 0, 0, 0)
-    kept = [g for g in first if g.informative]
-    dropped = [g for g in first if not g.informative]
+    kept = [g for g in first if g.informative(metric)]
+    dropped = [g for g in first if not g.informative(metric)]
     sampled, rounds = target, 0
     while len(kept) < target and rounds < max_rounds:
         rounds += 1
         extra = sample_round(rounds)
         sampled += len(extra)
-        kept += [g for g in extra if g.informative]
-        dropped += [g for g in extra if not g.informative]
+        kept += [g for g in extra if g.informative(metric)]
+        dropped += [g for g in extra if not g.informative(metric)]
     kept = kept[:target]
     unfilled = target - len(kept)
     return Selection(kept + dropped[:unfilled], [True] * len(kept) + [False] * unfilled, sampled,

@@ -6,8 +6,9 @@
    :class:`~actors.weights.WeightStore`);
 2. every ``heldout.every`` steps (first shard of the step only) measures greedy held-out accuracy
    with those weights — the engine is already loaded, so the curve costs one greedy batch;
-3. samples, scores (:class:`~actors.reward.Scorer`) and, with dynamic sampling, drops groups with
-   equal rewards and tops the shard up from its refill prompts (:mod:`actors.dynamic_sampling`);
+3. samples, scores (:class:`~actors.reward.Scorer`) and, with dynamic sampling, drops groups without
+   signal (``algorithm.filter_metric``) and tops the shard up from its refill prompts
+   (:mod:`actors.dynamic_sampling`);
 4. computes the group advantages of the kept groups.
 :class:`GreedyEvaluator` reuses the engine wrapper for held-out accuracy before and after training.
 """
@@ -55,6 +56,13 @@ def sampling_kwargs(cfg: Config, shard: int, round_: int) -> dict:
     r = cfg.rollout
     return {"n": r.n, "temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens, "logprobs": 0,
             "seed": request_seed(cfg.seed, shard, round_)}
+
+
+def selection_settings(cfg: Config) -> dict:
+    """:func:`~actors.dynamic_sampling.select_groups` settings of the run: ``algorithm.dynamic_sampling`` (on/off),
+    ``algorithm.max_sampling_rounds`` (extra rounds at most), ``algorithm.filter_metric`` (accuracy | reward)."""
+    a = cfg.algorithm
+    return {"enabled": a.dynamic_sampling, "max_rounds": a.max_sampling_rounds, "metric": a.filter_metric}
 
 
 def heldout_request(cfg: Config) -> dict:
@@ -154,7 +162,7 @@ class RolloutWorker:
 
     def _rollout(self, shard: PromptShard) -> RolloutShard:
         """Sample, score and select the shard's groups (dynamic sampling) and compute advantages."""
-        n_prompts, algo = len(shard.prompt_ids), self.scorer.algo.config
+        n_prompts = len(shard.prompt_ids)
         first = self._groups(shard.prompt_ids, shard.golds, shard.shard, 0)
 
         def sample_round(r: int) -> list[Group]:
@@ -162,7 +170,7 @@ class RolloutWorker:
             return self._groups(shard.refill_prompt_ids[lo: lo + n_prompts], shard.refill_golds[lo: lo + n_prompts],
                                 shard.shard, r)
 
-        sel = select_groups(first, sample_round, algo.dynamic_sampling, algo.max_sampling_rounds)
+        sel = select_groups(first, sample_round, **selection_settings(self.cfg))
         g = self.cfg.rollout.n
         rewards = np.concatenate([grp.rewards for grp in sel.groups])
         out = RolloutShard(

@@ -147,11 +147,14 @@ def rollout_metrics(shards) -> dict:
 def step_metrics(shards, batch, old_lp, old_entropy, diag, opt_stats, timings) -> dict:
     """Scalars logged for one step (see README, "Metrics").
 
-    ``rollout/logprob_gap`` = mean |log μ(o_t) − log π_old(o_t)| over trained response tokens, where μ is
-    the distribution the engine sampled from (its weights, temperature and top-p truncation: vLLM's
-    processed log-probs) and π_old the trainer's full temperature-scaled softmax with the weights it is
-    about to update: ~1e-7 on-policy with top-p = 1; with staleness, or top-p < 1, it measures the
-    off-policyness the IS correction (``is/*``) compensates.
+    ``rollout/logprob_gap`` = mean over trained response tokens of |log μ(o_t) − log π_old(o_t)|, where
+    log μ(o_t) is the engine's log-prob of the token it sampled: vLLM's *processed* log-prob, i.e. of the
+    temperature-scaled distribution after top-p truncation and renormalisation, with the weights the engine
+    held (``rollout/weight_version_lag`` updates old); and log π_old(o_t) is the trainer's log-prob of the same
+    token under the full (untruncated) temperature-scaled softmax of the weights it is about to update. So it
+    is ~1e-7 on-policy with top-p = 1 (numerics only); with top-p < 1 it is at least −log(nucleus mass) per
+    token even on-policy, and with staleness it adds the weights' drift: the gap the IS correction (``is/*``,
+    ``trainer.is_correction``) compensates.
     """
     mask = batch.response_mask
     gap = ((batch.behaviour_logprobs - old_lp).abs() * mask).sum() / mask.sum().clamp(min=1)

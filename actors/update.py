@@ -67,9 +67,12 @@ def local_grad_norm(engine) -> float:
 
 
 def is_correction_on(cfg) -> bool:
-    """``trainer.is_correction``: "auto" = on exactly when the rollout may lag (staleness > 0)."""
+    """``trainer.is_correction``: "auto" = on exactly when the behaviour distribution μ can differ from the
+    trainer's π_old: ``rollout.staleness > 0`` (older weights) or ``rollout.top_p < 1`` (vLLM samples from, and
+    reports the processed log-probs of, the top-p-truncated and renormalised distribution, while π_old is the
+    full softmax: even on-policy μ(o_t) = π_old(o_t) / (nucleus mass) ≠ π_old(o_t))."""
     mode = cfg.trainer.is_correction
-    return cfg.rollout.staleness > 0 if mode == "auto" else bool(mode)
+    return (cfg.rollout.staleness > 0 or cfg.rollout.top_p < 1) if mode == "auto" else bool(mode)
 
 
 def fused(cfg, algo, micro: int) -> bool:

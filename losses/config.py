@@ -17,6 +17,9 @@ from .advantages import known_estimators
 from .aggregation import known_aggregations
 from .kl import KL_ESTIMATORS
 
+#: What DAPO dynamic sampling compares within a group (``filter_metric``; applied by ``actors.dynamic_sampling``).
+FILTER_METRICS = ("accuracy", "reward")
+
 
 def fail(field: str, message: str):
     """Raise ``ConfigError`` (a ``ValueError``) with the message ``"<field>: <message>"``."""
@@ -70,12 +73,13 @@ def check_subset(cfg, field: str, choices) -> None:
 class AlgorithmConfig:
     """Keys shared by every algorithm (values and trade-offs: configs/algorithm/base.yaml).
 
-    The last four act on data and are applied by the pipeline, not by ``losses``: DAPO dynamic
-    sampling (arXiv 2503.14476; drop groups whose G rewards are all equal, see
-    ``losses.advantages.informative_groups``, and top the step's batch up with at most
-    ``max_sampling_rounds`` further rollout rounds) and DAPO's soft overlong punishment (reward +=
-    ``overlong_penalty_factor`` · ``losses.reward_shaping.overlong_penalty(lengths, max_tokens,
-    overlong_buffer)``; 0 = off; the buffer must not exceed the rollout's max_tokens).
+    The last five act on data and are applied by the pipeline, not by ``losses``: DAPO dynamic
+    sampling (arXiv 2503.14476; drop groups whose G responses are all alike by ``filter_metric`` —
+    ``accuracy``: all correct or all wrong, ``reward``: equal shaped rewards, see
+    ``actors.dynamic_sampling`` — and top the step's batch up with at most ``max_sampling_rounds``
+    further rollout rounds) and DAPO's soft overlong punishment (reward += ``overlong_penalty_factor`` ·
+    ``losses.reward_shaping.overlong_penalty(lengths, max_tokens, overlong_buffer)``; 0 = off; the
+    buffer must not exceed the rollout's max_tokens).
     """
 
     name: str
@@ -90,6 +94,7 @@ class AlgorithmConfig:
     kl_estimator: str
     entropy_coef: float
     dynamic_sampling: bool
+    filter_metric: str
     max_sampling_rounds: int
     overlong_buffer: int
     overlong_penalty_factor: float
@@ -113,6 +118,7 @@ class AlgorithmConfig:
         check_choice(self, "kl_estimator", KL_ESTIMATORS)
         check_number(self, "entropy_coef", 0.0)
         check_bool(self, "dynamic_sampling")
+        check_choice(self, "filter_metric", FILTER_METRICS)
         check_number(self, "max_sampling_rounds", 0, integer=True)
         check_number(self, "overlong_buffer", 0, integer=True)
         check_number(self, "overlong_penalty_factor", 0.0)

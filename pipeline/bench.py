@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.cli import app
 from core.config_files import CONFIG_DIR
+from pipeline import config as config_mod  # before Hydra composes: registers the presets' resolver
 
 STAGES = ("rollout_s", "reward_s", "train_s", "weight_sync_s", "step_s", "weight_wait_s", "data_wait_s",
           "handoff_s", "log_s")
@@ -68,7 +69,6 @@ def bench(cfg, settings: list[int], warmup: int) -> list[dict]:
 
 @app(str(CONFIG_DIR), "bench")
 def main(hydra_cfg: DictConfig) -> None:
-    from pipeline import config as config_mod
     from pipeline.run import fail_cleanly
 
     b = OmegaConf.to_container(hydra_cfg.bench)

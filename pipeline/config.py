@@ -13,14 +13,36 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from core.config import Config, shards_per_step
+from core.config_files import compose_option
 from core.engine import engine_config, engines_on_cpu
 from core.typed import ConfigError, build, require
 
-__all__ = ["Config", "ConfigError", "compose", "load", "resolve_paths", "shards_per_step", "validate"]
+__all__ = ["Config", "ConfigError", "compose", "load", "preset_overlong_buffer", "resolve_paths", "shards_per_step",
+           "validate"]
 
 #: Keys of the composed Hydra config that are not part of the run (Hydra's own, the preset selector).
 NOT_RUN_KEYS = ("hydra", "preset")
+
+
+def preset_overlong_buffer(algorithm: str, max_tokens: int, fraction: float) -> int:
+    """``${eapo.overlong_buffer:${algorithm.name},${rollout.max_tokens},<fraction>}`` in a preset: DAPO's overlong
+    buffer L_cache scaled to the run's response budget, ``int(fraction * max_tokens)`` (DAPO: 4096 of 20480 = 0.2),
+    for an algorithm whose own file (``configs/algorithm/<name>.yaml``) has overlong shaping (overlong_buffer > 0);
+    0 for one without it, so a preset does not add the shaping to a baseline (grpo). A command-line
+    ``algorithm.overlong_buffer=...`` replaces the whole expression. An unknown name gives 0 (:func:`validate`
+    names it)."""
+    try:
+        shaped = compose_option("algorithm", str(algorithm)).get("overlong_buffer", 0) > 0
+    except FileNotFoundError:
+        return 0
+    return int(float(fraction) * int(max_tokens)) if shaped else 0
+
+
+# Hydra composes the job's config after this module is imported (pipeline.run, pipeline.bench, compose below).
+OmegaConf.register_new_resolver("eapo.overlong_buffer", preset_overlong_buffer, replace=True)
 
 
 def _container(cfg: Any) -> dict:

@@ -33,7 +33,10 @@ RENAMED: dict[str, tuple[str, object]] = {
 ADDED = {"heldout.path": None,  # held-out file for data.source=files
          "ray_autoscaling": False, "ray_resource_wait_s": 600.0,  # resources checked against the cluster
          "trainer.checkpoint_checksums": True,  # sha256 in every checkpoint's manifest
-         "rollout.weight_timeout_s": 900, "trainer.max_failures": 3, "trainer.data_timeout_s": 900}
+         "rollout.weight_timeout_s": 900, "trainer.max_failures": 3, "trainer.data_timeout_s": 900,
+         "algorithm.filter_metric": "accuracy"}  # dynamic sampling filters on correctness (was: on the shaped reward)
+# algorithm keys added since, with the value every algorithm resolves to
+ALGORITHM_ADDED = {"filter_metric": "accuracy"}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -72,4 +75,4 @@ def test_every_algorithm_resolves_to_the_snapshot():
     with initialize_config_module(config_module="configs", version_base=None):
         for name, keys in before.items():
             algo = C.load(compose(config_name="config", overrides=[f"algorithm={name}"])).algorithm
-            assert to_dict(algo) == keys, name
+            assert to_dict(algo) == {**keys, **ALGORITHM_ADDED}, name

@@ -36,6 +36,36 @@ def test_paper_presets_carry_the_paper_settings(preset, n, steps, prompts):
     assert cfg.trainer.prompts_per_step // cfg.trainer.mini_batches_per_step == 32
 
 
+
+@pytest.mark.parametrize("preset,max_tokens,buffer", [("paper_qwen25_math_7b", 3072, 614),
+                                                      ("paper_deepscaler_1p5b", 24576, 4915)])
+def test_paper_presets_scale_the_overlong_buffer_and_correct_for_top_p(preset, max_tokens, buffer):
+    """DAPO's overlong buffer (4096 of 20480 = 0.2) scaled to the preset's response budget for algorithms with
+    overlong shaping, none added to one without; TIS on by default, because top-p 0.95 truncates the distribution
+    the engine samples from (the trainer's is the full softmax), though the rollout is on-policy."""
+    from actors.update import is_correction_on
+
+    run = ("model.path=/models/x", "ray_address=auto")
+    for algorithm in ("eapo", "dapo"):
+        cfg = C.load(compose_cfg(f"preset={preset}", f"algorithm={algorithm}", *run))
+        assert (cfg.rollout.max_tokens, cfg.algorithm.overlong_buffer) == (max_tokens, buffer)
+        assert cfg.rollout.staleness == 0 and cfg.rollout.top_p < 1 and cfg.trainer.is_correction == "auto"
+        assert is_correction_on(cfg)
+    assert C.load(compose_cfg(f"preset={preset}", "algorithm=grpo", *run)).algorithm.overlong_buffer == 0
+    assert C.load(compose_cfg(f"preset={preset}", "rollout.max_tokens=2000", "rollout.max_model_len=8192",
+                              *run)).algorithm.overlong_buffer == 400  # follows the budget
+    assert C.load(compose_cfg(f"preset={preset}", "algorithm.overlong_buffer=0", *run)).algorithm.overlong_buffer == 0
+    assert not is_correction_on(C.load(compose_cfg(f"preset={preset}", "trainer.is_correction=false", *run)))
+
+
+def test_is_correction_auto_is_on_when_the_behaviour_distribution_differs():
+    from actors.update import is_correction_on
+
+    assert not is_correction_on(C.load(compose_cfg()))  # on-policy, top-p 1: mu = pi_old
+    assert is_correction_on(C.load(compose_cfg("rollout.staleness=1")))
+    assert is_correction_on(C.load(compose_cfg("rollout.top_p=0.9")))
+
+
 def test_overrides_select_algorithm_and_sizes():
     cfg = C.load(compose_cfg("algorithm=grpo", "rollout.n=4", "trainer.zero_stage=2"))
     assert cfg.algorithm.name == "grpo" and cfg.rollout.n == 4 and cfg.trainer.zero_stage == 2

@@ -84,7 +84,7 @@ INVALID = {
     "algorithm.clip_cov_ratio": "2", "algorithm.clip_cov_ub": "0", "algorithm.seed": "1.5",
     "algorithm.quadrants": "[]", "algorithm.positive_weight": "-1", "algorithm.pos_weight": "-1",
     "algorithm.neg_weight": "-1", "algorithm.rank_by": "logit", "algorithm.scale_decay": "cosine",
-    "algorithm.decay_end": "0",
+    "algorithm.decay_end": "0", "algorithm.filter_metric": "loss",
     **{f"algorithm.{p}_fraction": "1.5" for p in ("pos_high", "pos_low", "neg_high", "neg_low")},
     **{f"algorithm.{p}_scale": "-1" for p in ("pos_high", "pos_low", "neg_high", "neg_low")},
 }
@@ -228,6 +228,22 @@ def _scores(c, ctx):
     return rewards.tolist(), correct.tolist()
 
 
+def _selection(c, ctx):
+    """The groups dynamic sampling keeps of an all-correct group apart only by the overlong penalty, a mixed group
+    and one refill round (``actors.rollout.selection_settings``: what the rollout actor passes)."""
+    from actors.dynamic_sampling import Group, select_groups
+    from actors.rollout import selection_settings
+
+    def group(tag, rewards, correct):
+        return Group(prompt_ids=[1], gold=tag, response_ids=[[1]] * 2, texts=[tag] * 2, logprobs=[[0.0]] * 2,
+                     truncated=[False] * 2, rewards=np.asarray(rewards, np.float32),
+                     correct=np.asarray(correct, bool), reasons=["x"] * 2)
+
+    first = [group("shaped", [1.0, 0.75], [True, True]), group("mixed", [1.0, 0.0], [True, False])]
+    sel = select_groups(first, lambda r: [group(f"refill{r}", [0.0, 1.0], [False, True])] * 2, **selection_settings(c))
+    return [g.gold for g in sel.groups], sel.train
+
+
 def _optimizer(c, ctx):
     from actors.train_worker import optimizer_settings
 
@@ -364,6 +380,7 @@ CONSUMERS = {
     "trainer.keep_checkpoints": _stale_checkpoints, "trainer.checkpoint_checksums": _checkpoint_integrity,
     "trainer.is_correction": _importance, "trainer.is_cap": _importance,
     "algorithm.dynamic_sampling": _stream, "algorithm.max_sampling_rounds": _stream,
+    "algorithm.filter_metric": _selection,
     "algorithm.overlong_buffer": _scores, "algorithm.overlong_penalty_factor": _scores,
     "algorithm.max_response_length": _update_path,
 }  # every other algorithm.* key: _algorithm
@@ -405,6 +422,7 @@ ALTERNATIVE = {
     "algorithm.aggregation": ["seq_mean_token_sum", "token_mean"], "algorithm.max_response_length": ["64"],
     "algorithm.kl_coef": ["0.5"], "algorithm.kl_estimator": ["k1"], "algorithm.entropy_coef": ["0.5", "0.1"],
     "algorithm.dynamic_sampling": ["true", "false"], "algorithm.max_sampling_rounds": ["1"],
+    "algorithm.filter_metric": ["reward", "accuracy"],
     "algorithm.overlong_buffer": ["20", "10"], "algorithm.overlong_penalty_factor": ["3"],
     "algorithm.alpha": ["0.9"], "algorithm.phi": ["1.5"], "algorithm.without_quadrants": ["[PHR,NHR]"],
     "algorithm.kappa": ["0.5"], "algorithm.top_ratio": ["0.7"], "algorithm.kl_cov_ratio": ["0.5"],
@@ -435,6 +453,7 @@ CONTEXT = {
     "trainer.is_cap": lambda ctx: ["trainer.is_correction=true"],
     "algorithm.kl_estimator": lambda ctx: ["algorithm.kl_coef=0.5"],
     "algorithm.max_sampling_rounds": lambda ctx: ["algorithm.dynamic_sampling=true"],
+    "algorithm.filter_metric": lambda ctx: ["algorithm.dynamic_sampling=true"],
     "algorithm.overlong_penalty_factor": lambda ctx: ["algorithm.overlong_buffer=20"],
     "algorithm.max_response_length": lambda ctx: ["algorithm.aggregation=seq_mean_token_sum_norm"],
     "algorithm.adv_eps": lambda ctx: ["algorithm.advantage_estimator=grpo"],
