@@ -2,8 +2,9 @@
 
 Per step, each worker takes its shards of the step from the Ray Train dataset shard, then the
 policy update (:mod:`actors.update`: credit shaping with EAPO or any registered algorithm, the loss,
-DeepSpeed optimizer steps over micro-batches) -> rank 0 publishes the new weights to the rollout
-engines, logs metrics and (every ``save_every`` steps) all ranks write a checkpoint.
+DeepSpeed optimizer steps over micro-batches, skipped without signal) -> rank 0 publishes the new weights
+to the rollout engines, logs metrics (and a console warning when a step trains on nothing,
+:mod:`actors.train_warnings`) and (every ``save_every`` steps) all ranks write a checkpoint.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from actors.checkpoint import load_trainer_state, save_checkpoint
 from actors.periodic_eval import evaluate_checkpoint
 from actors.reward import verdict_counts
+from actors.train_warnings import NothingTrainedWarnings
 from actors.update import update
 from actors.weights import STORE_NAME, full_state_dict
 from core.batch import collate
@@ -232,6 +234,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         truncate_metrics(cfg.run_dir, start_step)  # steps a failed attempt logged after its last checkpoint
     logger = setup.logger_factory(start_step) if rank == 0 else None
+    warnings = NothingTrainedWarnings(cfg.rollout.max_tokens, cfg.algorithm.max_sampling_rounds)
     stream = ray.train.get_dataset_shard("rollouts").iter_batches(
         batch_size=per_worker, batch_format="numpy", prefetch_batches=0)
     pad_id = setup.pad_id
@@ -273,6 +276,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                    **evaluation}
         if logger is not None:
             logger.log(step + 1, metrics, sync=saved)
+            warning = warnings.line(step + 1, metrics)
+            if warning:
+                print(warning, flush=True)
         if saved:  # Ray Train's report blocks until its controller polls (~0.4-1.3 s): only at checkpoints
             ray.train.report({"step": step + 1, "checkpoint": path,
                               **{k: v for k, v in metrics.items() if k.startswith("reward/")}})

@@ -13,7 +13,8 @@ The training forward encodes each group's prompt once for its G responses
   over the batch, then ``epochs_per_step`` × ``mini_batches_per_step`` optimizer steps.
 
 Both multiply each token's loss by the truncated importance weight min(π_old/μ, C) when the IS
-correction is on (``losses.is_correction``): μ is the rollout engine's behaviour policy.
+correction is on (``losses.is_correction``): μ is the rollout engine's behaviour policy. Both skip an
+optimizer step whose tokens carry no signal on any rank (:mod:`actors.no_signal`).
 
 With ``algorithm.kl_coef`` β > 0 each micro-batch is also forwarded, without grad, through the frozen
 reference policy (the run's initial checkpoint, ``actors.train_worker.build_reference``); its log-probs
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from actors.no_signal import signal_tokens, step_or_skip
 from actors.policy_forward import old_policy_stats, policy_logprobs_entropy
 from losses import Credit, Normalizer
 from losses.is_correction import truncated_is_weights
@@ -122,11 +124,21 @@ def reference_logprobs(reference, part, cfg) -> torch.Tensor:
     return policy_logprobs_entropy(reference, part, **forward_kwargs(cfg))[0]
 
 
-def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _Stats, logprobs=None, entropy=None,
-                reference=None):
-    """Loss of one micro-batch, backward and (at the accumulation boundary) the optimizer step."""
+class _OptimizerStep:
+    """The micro-batches of one optimizer step: their summed loss shares, this rank's tokens with signal, and
+    what the boundary decided (global signal count, gradient norm before the step)."""
+
+    def __init__(self):
+        self.loss_sum, self.local_signal, self.signal, self.grad_norm = 0.0, 0.0, None, None
+
+
+def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _Stats, opt: _OptimizerStep,
+                logprobs=None, entropy=None, reference=None) -> None:
+    """Loss of one micro-batch, backward and ``engine.step()``; at the accumulation boundary the optimizer step
+    is taken only if a token of the step carried signal on some rank (:mod:`actors.no_signal`)."""
     if logprobs is None:
         logprobs, entropy = policy_forward(engine, part, cfg)
+    opt.local_signal += signal_tokens(credit, part.response_mask)
     weights = importance_weights(cfg, old_lp, part)
     if weights is not None:
         w, is_metrics = weights
@@ -135,12 +147,16 @@ def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _S
     ref_lp = reference_logprobs(reference, part, cfg) if reference is not None else None
     out = algo.policy_loss(logprobs, old_lp, credit, part.response_mask, norm, ref_logprobs=ref_lp, entropy=entropy)
     engine.backward(out.loss)
-    grad_norm = local_grad_norm(engine) if engine.is_gradient_accumulation_boundary() else None
-    engine.step()
+    opt.loss_sum += out.metrics["pg_loss"]
+    if engine.is_gradient_accumulation_boundary():
+        opt.grad_norm = local_grad_norm(engine)
+        opt.signal = all_reduce_sum([opt.local_signal])[0]  # every rank at the same boundary: they decide alike
+        step_or_skip(engine, opt.signal)
+    else:
+        engine.step()
     stats.add(clip_fraction=out.metrics["clip_fraction"], approx_kl=out.metrics["approx_kl"])
     if "kl_loss" in out.metrics:
         stats.add(kl_loss=out.metrics["kl_loss"])
-    return out.metrics["pg_loss"], grad_norm
 
 
 def response_length_constant(cfg, algo) -> float:
@@ -153,15 +169,24 @@ def _normalizer(batch_mask, cfg, algo, world: int, grad_accum: int) -> Normalize
     return Normalizer(tokens, seqs, response_length_constant(cfg, algo), world, grad_accum)
 
 
-def _finish_optimizer_step(engine, stats: _Stats, loss_sum: float, grad_norm) -> None:
-    stats.add(loss=all_reduce_sum([loss_sum])[0])
+def _finish_optimizer_step(engine, stats: _Stats, opt: _OptimizerStep) -> None:
+    stats.add(loss=all_reduce_sum([opt.loss_sum])[0])
     reported = engine.get_global_grad_norm()  # set by ZeRO-1/2/3 optimizers, None under ZeRO-0
-    stats.add(grad_norm=float(reported) if reported is not None else grad_norm)
+    stats.add(grad_norm=float(reported) if reported is not None else opt.grad_norm)
+
+
+def signal_stats(steps: list[_OptimizerStep], first_epoch: int) -> dict[str, float]:
+    """``train/tokens_trained``: response tokens with non-zero credit, all ranks, each counted once (the
+    optimizer steps of the first epoch: ``steps[:first_epoch]``); ``train/no_signal``: 1 when there were none,
+    so every optimizer step of the RL step was skipped; ``train/skipped_optimizer_steps``."""
+    tokens = sum(o.signal for o in steps[:first_epoch])
+    return {"train/tokens_trained": tokens, "train/no_signal": float(tokens == 0),
+            "train/skipped_optimizer_steps": float(sum(o.signal == 0 for o in steps))}
 
 
 def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
     """One optimizer step, one forward per micro-batch of whole groups (see module docstring)."""
-    stats, loss_sum, grad_norm = _Stats(), 0.0, None
+    stats, opt = _Stats(), _OptimizerStep()
     norm = _normalizer(batch.response_mask, cfg, algo, world, batch.size // micro)
     parts: list[tuple] = []
     for u0 in range(0, batch.size, micro):
@@ -170,12 +195,12 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=Non
         old_lp, old_ent = lp.detach(), ent.detach()
         adv_tok = part.advantages[:, None] * part.response_mask
         credit = algo.shape_credit(adv_tok, old_ent, old_lp, part.response_mask, part.group_ids)
-        pg, gn = _micro_loss(engine, algo, part, old_lp, credit, norm, cfg, stats, lp, ent, reference)
-        loss_sum, grad_norm = loss_sum + pg, gn if gn is not None else grad_norm
+        _micro_loss(engine, algo, part, old_lp, credit, norm, cfg, stats, opt, lp, ent, reference)
         parts.append((old_lp, old_ent, credit))
-    _finish_optimizer_step(engine, stats, loss_sum, grad_norm)
+    _finish_optimizer_step(engine, stats, opt)
     credit = Credit(torch.cat([p[2].advantages for p in parts]), torch.cat([p[2].token_weight for p in parts]))
-    return UpdateResult(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), credit, stats.means())
+    return UpdateResult(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), credit,
+                        {**stats.means(), **signal_stats([opt], 1)})
 
 
 def separate_update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
@@ -185,18 +210,17 @@ def separate_update(engine, algo, batch, cfg, world: int, micro: int, reference=
     adv_tok = batch.advantages[:, None] * batch.response_mask
     credit = algo.shape_credit(adv_tok, old_ent, old_lp, batch.response_mask, batch.group_ids)
     mini = batch.size // t.mini_batches_per_step
-    stats = _Stats()
+    stats, steps = _Stats(), []
     for _ in range(t.epochs_per_step):
         for m0 in range(0, batch.size, mini):
             norm = _normalizer(batch.response_mask[m0: m0 + mini], cfg, algo, world, mini // micro)
-            loss_sum, grad_norm = 0.0, None
+            steps.append(_OptimizerStep())
             for u0 in range(m0, m0 + mini, micro):
                 sub = slice(u0, u0 + micro)
-                pg, gn = _micro_loss(engine, algo, batch.rows(sub), old_lp[sub], credit[sub], norm, cfg, stats,
-                                     reference=reference)
-                loss_sum, grad_norm = loss_sum + pg, gn if gn is not None else grad_norm
-            _finish_optimizer_step(engine, stats, loss_sum, grad_norm)
-    return UpdateResult(old_lp, old_ent, credit, stats.means())
+                _micro_loss(engine, algo, batch.rows(sub), old_lp[sub], credit[sub], norm, cfg, stats, steps[-1],
+                            reference=reference)
+            _finish_optimizer_step(engine, stats, steps[-1])
+    return UpdateResult(old_lp, old_ent, credit, {**stats.means(), **signal_stats(steps, t.mini_batches_per_step)})
 
 
 def update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:

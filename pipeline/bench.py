@@ -8,7 +8,9 @@ of every stage and of the whole step, and
     ratio    = step / (rollout + reward + train + weight_sync)      on-policy: the stages run in sequence
     ratio    = step / max(rollout + reward, train)                  staleness ≥ 1: they can overlap
 
-One JSON line per setting on stdout (and appended to ``bench.out``). Configuration: configs/bench.yaml.
+One JSON line per setting on stdout (and appended to ``bench.out``), with ``no_signal_steps``: steady steps that
+trained on nothing (no token carried signal, the optimizer step skipped: e.g. every response cut at a small
+``rollout.max_tokens``), whose train stage is not that of a real step. Configuration: configs/bench.yaml.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ def summarise(rows: list[dict], staleness: int, warmup: int) -> dict:
             "overhead_s": round(med["step_s"] - stages, 4), "overhead_share": round(1 - stages / med["step_s"], 4),
             "ratio": round(med["step_s"] / bound, 4), "ratio_to": "sum of stages" if staleness == 0 else
             "max(rollout + reward, train)",
-            "weight_version_lag": statistics.median(r["rollout/weight_version_lag"] for r in steady)}
+            "weight_version_lag": statistics.median(r["rollout/weight_version_lag"] for r in steady),
+            "no_signal_steps": int(sum(r.get("train/no_signal", 0.0) for r in steady))}
 
 
 def bench(cfg, settings: list[int], warmup: int) -> list[dict]:

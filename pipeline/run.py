@@ -208,6 +208,9 @@ def run(cfg: Config) -> dict:
     ray.kill(store)
     summary = _summary(cfg, before, after, final_step, final_path, time.time() - t0)
     say(json.dumps(summary, indent=2))
+    if summary["no_signal_steps"]:
+        say(f"WARNING: {summary['no_signal_steps']} of {final_step} steps trained on nothing (no token carried "
+            "signal, train/no_signal in metrics.jsonl; the console warnings above name the likely cause)")
     return summary
 
 
@@ -229,6 +232,12 @@ def _mean_reward(rows: list[dict]) -> float:
     return sum(r["reward/mean"] for r in rows) / len(rows)
 
 
+def no_signal_steps(metrics: list[dict]) -> int:
+    """Steps whose optimizer step was skipped because no token carried signal (``train/no_signal``): a run with
+    any is one that (partly) trained on nothing, not a data point."""
+    return int(sum(m.get("train/no_signal", 0.0) for m in metrics))
+
+
 def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str, wall_s: float) -> dict:
     metrics = read_metrics(cfg.run_dir, log=say)
     timing_keys = [k for k in (metrics[0] if metrics else {}) if k.startswith("timing/")]
@@ -240,6 +249,7 @@ def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str
         "reward_first_last": [metrics[0]["reward/mean"], metrics[-1]["reward/mean"]] if metrics else None,
         "reward_first10_last10": [_mean_reward(metrics[:10]), _mean_reward(metrics[-10:])] if metrics else None,
         "seed": cfg.seed,
+        "no_signal_steps": no_signal_steps(metrics),
     }
     summary["heldout_curve"] = [list(p) for p in zip(*heldout_curve(metrics, (steps, after["accuracy"])))]
     summary["plot"] = plot_training_curves(metrics, os.path.join(cfg.run_dir, "training_curves.png"),

@@ -2,7 +2,10 @@
 
 Each worker takes half of the step's groups (as Ray Train's split does); the loss aggregation is split
 invariant (losses.aggregation) and ZeRO only changes where optimizer state lives, so one step on 2
-workers with ZeRO-0/1/2/3 must give the 1-worker ZeRO-0 loss and weights. Tolerance: Adam's first step
+workers with ZeRO-0/1/2/3 must give the 1-worker ZeRO-0 loss and weights. Rank 0's half of the batch carries
+no signal (all advantages 0) and rank 1's does: whether an optimizer step is skipped for want of signal
+(``actors.no_signal``) is decided over all ranks, so both step (a rank deciding alone would skip and its
+weights would differ). Tolerance: Adam's first step
 moves each weight by ≈ lr·g/|g|, which turns float32 reduction-order noise in tiny gradients into
 differences up to ~lr; we allow 2e-4 with lr = 1e-3 on weights of size ~1e-1.
 """
@@ -35,7 +38,7 @@ def _worker(rank: int, world: int, stage: int, policy: str, port: int, out: str)
     cfg = config(zero_stage=stage)
     micro, accum = micro_batching(cfg, world)
     engine = build_engine(cfg, policy, micro, accum)
-    batch = make_batch(7)
+    batch = make_batch(7, equal_groups=2)  # rank 0's half of 2 workers carries no signal, rank 1's does
     per_rank = batch.size // world
     part = batch.rows(slice(rank * per_rank, (rank + 1) * per_rank))  # whole groups: G divides per_rank
     algo = build_algorithm({"name": "eapo"})

@@ -43,12 +43,12 @@ def process_group(tmp_path_factory):
     yield
 
 
-def make_batch(seed: int, equal_rewards: bool = False):
+def make_batch(seed: int, equal_rewards: bool = False, equal_groups: int = 1):
     rng = np.random.default_rng(seed)
     prompts = [list(rng.integers(5, 200, size=int(rng.integers(3, 7)))) for _ in range(PROMPTS)]
     responses = [list(rng.integers(5, 200, size=int(rng.integers(2, 9)))) for _ in range(PROMPTS * G)]
     rewards = rng.integers(0, 2, size=PROMPTS * G).astype(np.float32)
-    rewards[:G] = 1.0  # one all-equal group (A = 0)
+    rewards[:G * equal_groups] = 1.0  # the first groups all-equal (A = 0)
     if equal_rewards:  # every group all-equal: every advantage is 0
         rewards[:] = 1.0
     algo = build_algorithm({"name": "eapo"})
@@ -102,6 +102,59 @@ def test_fused_update_equals_separate_update(policy, algo_name):
     for k in p_fused:
         torch.testing.assert_close(p_fused[k], p_sep[k], rtol=1e-4, atol=1e-6)
     assert fused.stats["grad_norm"] == pytest.approx(sep.stats["grad_norm"], rel=1e-4)
+
+
+def optimizer_state(engine) -> dict:
+    return {(i, k): v.detach().clone() if torch.is_tensor(v) else v
+            for i, state in enumerate(engine.basic_optimizer.state.values()) for k, v in state.items()}
+
+
+def weights(engine) -> dict:
+    from actors.weights import full_state_dict
+
+    return {k: v.detach().clone() for k, v in full_state_dict(engine).items()}  # ZeRO-3: gathered
+
+
+@pytest.mark.parametrize("path,stage", [("fused", 0), ("fused", 2), ("separate", 3)])
+def test_a_step_without_signal_moves_nothing_and_the_next_step_is_as_if_it_never_happened(policy, path, stage):
+    """Issue 15: with every advantage 0, AdamW would still step (its momentum from the step before moves the
+    weights). The step is skipped: weights and optimizer state (moments, step count) stay exactly, DeepSpeed's
+    accumulation counter stays on its boundaries (2 micro-batches per optimizer step here), and the next step
+    with signal gives the same weights as on an engine that never saw the empty one; under ZeRO too, whose
+    optimizer wraps the AdamW that is skipped."""
+    fn = U.fused_update if path == "fused" else U.separate_update
+    cfg, algo = config(zero_stage=stage), build_algorithm({"name": "dapo"})
+    first, empty, last = make_batch(1), make_batch(3, equal_rewards=True), make_batch(5)
+    engine = engine_for(cfg, policy, 8, 2)
+    assert fn(engine, algo, first, cfg, 1, 8).stats["train/no_signal"] == 0.0
+    before, state = weights(engine), optimizer_state(engine)
+    assert state and any(float(v.abs().max()) > 0 for (_, k), v in state.items() if k == "exp_avg")  # momentum
+    res = fn(engine, algo, empty, cfg, 1, 8)
+    assert res.stats["train/no_signal"] == 1.0 and res.stats["train/tokens_trained"] == 0.0
+    assert res.stats["train/skipped_optimizer_steps"] == 1.0
+    for k, v in weights(engine).items():
+        assert torch.equal(v, before[k]), k
+    after = optimizer_state(engine)
+    assert after.keys() == state.keys() and all(torch.equal(after[k], v) if torch.is_tensor(v) else after[k] == v
+                                                for k, v in state.items())
+    assert engine.basic_optimizer.step.__func__ is torch.optim.AdamW.step  # the real step is back
+    fn(engine, algo, last, cfg, 1, 8)
+    reference = engine_for(cfg, policy, 8, 2)
+    fn(reference, algo, first, cfg, 1, 8)
+    fn(reference, algo, last, cfg, 1, 8)
+    expected = weights(reference)
+    for k, v in weights(engine).items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
+
+
+def test_signal_is_counted_per_token_and_an_empty_mini_batch_alone_is_skipped(policy):
+    cfg, algo = config(mini_batches_per_step=2), build_algorithm({"name": "dapo"})
+    batch = make_batch(7, equal_groups=2)  # mini-batch 1 = groups 0-1 (no signal), mini-batch 2 = groups 2-3
+    assert float(batch.advantages[:2 * G].abs().max()) == 0 and float(batch.advantages[2 * G:].abs().max()) > 0
+    res = U.separate_update(engine_for(cfg, policy, 8, 1), algo, batch, cfg, 1, 8)
+    with_signal = float((batch.response_mask[2 * G:] * (batch.advantages[2 * G:, None] != 0)).sum())
+    assert res.stats["train/tokens_trained"] == with_signal > 0
+    assert res.stats["train/no_signal"] == 0.0 and res.stats["train/skipped_optimizer_steps"] == 1.0
 
 
 def test_fused_path_is_refused_where_it_would_change_the_gradient():

@@ -21,11 +21,16 @@ REQUIRED_KEYS = ["step", "reward/mean", "response_length/mean", "entropy/mean", 
     f"quadrant/{q}/token_share" for q in ("PHR", "PLR", "NLR", "NHR")]
 
 
-def run_job(run_dir: Path, *overrides: str, timeout: int = 1200) -> dict:
+def run_job_with_output(run_dir: Path, *overrides: str, timeout: int = 1200) -> tuple[dict, str]:
+    """(summary.json, the console: stdout and stderr) of ``python -m pipeline.run run_dir=<run_dir> <overrides>``."""
     cmd = [sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"job failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-    return json.loads((run_dir / "summary.json").read_text())
+    return json.loads((run_dir / "summary.json").read_text()), proc.stdout + proc.stderr
+
+
+def run_job(run_dir: Path, *overrides: str, timeout: int = 1200) -> dict:
+    return run_job_with_output(run_dir, *overrides, timeout=timeout)[0]
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -52,6 +57,8 @@ def test_loop_learns_then_resumes_exactly(tmp_path):
     # learning happens (margins hold on seeds 0-4 of the default job, measured from fresh caches: held-out
     # gain after 30 updates +27..+60 points, training reward of steps 21-30 above steps 1-10 by +0.04..+0.17)
     assert first["heldout_accuracy_after"] >= first["heldout_accuracy_before"] + 0.15
+    # every step trained on something (dynamic sampling keeps informative groups): a data point, not a failed run
+    assert first["no_signal_steps"] == 0 and all(r["train/tokens_trained"] > 0 for r in rows)
     assert mean([r["reward/mean"] for r in rows[-10:]]) > mean([r["reward/mean"] for r in rows[:10]])
     # on-policy: the rollout engine's log-probs match the trainer's, so the weights did reach vLLM
     assert max(r["rollout/logprob_gap"] for r in rows) < 1e-2
@@ -100,18 +107,29 @@ def test_kl_term_runs_against_the_initial_policy(tmp_path):
     assert rows[-1]["kl_loss"] > 0
 
 
-def test_file_data_with_a_heldout_file(tmp_path):
-    """data.source=files with heldout.path: the held-out accuracy is measured on the file's problems."""
+def test_file_data_with_a_heldout_file_and_steps_that_train_on_nothing(tmp_path):
+    """data.source=files with heldout.path: the held-out accuracy is measured on the file's problems.
+
+    With responses cut at rollout.max_tokens=4 every answer is wrong, dynamic sampling finds no group with signal
+    in its 3 extra rounds and no token carries credit: the console says so at step 1, with the cause, summary.json
+    counts the steps, and no optimizer step is taken (the final weights are the initial ones: same accuracy)."""
     from task.synthetic import sample_problems, write_parquet
 
     train, held = tmp_path / "train.parquet", tmp_path / "heldout.parquet"
     write_parquet(sample_problems(64, 1, 2, "train"), str(train))
     write_parquet(sample_problems(8, 2, 2, "heldout"), str(held))
     run_dir = tmp_path / "files"
-    summary = run_job(run_dir, "data=math_train", f"data.path={train}", f"heldout.path={held}",
-                      "data.max_prompt_tokens=128", "heldout.size=8", "trainer.total_steps=2", "trainer.save_every=2")
+    summary, console = run_job_with_output(
+        run_dir, "data=math_train", f"data.path={train}", f"heldout.path={held}", "data.max_prompt_tokens=128",
+        "heldout.size=8", "trainer.total_steps=2", "trainer.save_every=2", "rollout.max_tokens=4")
     assert summary["heldout_size"] == 8 and summary["steps"] == 2
-    assert 0.0 <= summary["heldout_accuracy_before"] <= 1.0 and 0.0 <= summary["heldout_accuracy_after"] <= 1.0
+    assert 0.0 <= summary["heldout_accuracy_before"] <= 1.0
+    assert "WARNING: step 1 trained on nothing" in console, console[-4000:]
+    assert "100% of responses reached rollout.max_tokens=4" in console
+    rows = metrics(run_dir)
+    assert summary["no_signal_steps"] == 2 and [r["train/no_signal"] for r in rows] == [1.0, 1.0]
+    assert all(r["dynamic_sampling/unfilled_share"] == 1.0 and r["train/tokens_trained"] == 0 for r in rows)
+    assert summary["heldout_accuracy_after"] == summary["heldout_accuracy_before"]  # the initial weights
 
 
 def test_two_workers_with_zero3_and_two_engines_stay_on_policy_and_resume(tmp_path):
