@@ -154,9 +154,9 @@ def step_metrics(shards, batch, old_lp, old_entropy, diag, opt_stats, timings) -
     temperature-scaled distribution after top-p truncation and renormalisation, with the weights the engine
     held (``rollout/weight_version_lag`` updates old); and log π_old(o_t) is the trainer's log-prob of the same
     token under the full (untruncated) temperature-scaled softmax of the weights it is about to update. So it
-    is ~1e-7 on-policy with top-p = 1 (numerics only); with top-p < 1 it is at least −log(nucleus mass) per
-    token even on-policy, and with staleness it adds the weights' drift: the gap the IS correction (``is/*``,
-    ``trainer.is_correction``) compensates.
+    is ~1e-7 on-policy with top-p = 1 (numerics only); with top-p < 1 each token adds −log Z_t even on-policy
+    (Z_t = the probability mass of the nucleus at its position), and with staleness the weights' drift adds:
+    the gap the IS correction (``is/*``, ``trainer.is_correction``) compensates.
     """
     mask = batch.response_mask
     gap = ((batch.behaviour_logprobs - old_lp).abs() * mask).sum() / mask.sum().clamp(min=1)
