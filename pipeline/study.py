@@ -42,6 +42,7 @@ class StudyConfig:
     algorithms: Optional[list[str]]
     contrasts: Optional[list[list[str]]]
     primary_metric: str
+    target_difference: float
     max_no_signal_share: float
     seeds: list[int]
     overrides: list[str]
@@ -88,6 +89,7 @@ def load(cfg) -> StudyConfig:
     require(not unknown and bool(c.algorithms), "algorithms", f"unknown {unknown}; known: {known_algorithms()}")
     c.contrasts = resolve_contrasts(c, from_grid)
     require(c.primary_metric in METRICS, "primary_metric", f"unknown {c.primary_metric!r}; known: {list(METRICS)}")
+    require(c.target_difference > 0, "target_difference", f"must be > 0, got {c.target_difference}")
     require(0 <= c.max_no_signal_share <= 1, "max_no_signal_share", f"must be in [0, 1], got {c.max_no_signal_share}")
     require(bool(c.seeds) and len(set(c.seeds)) == len(c.seeds), "seeds", f"need distinct seeds, got {c.seeds}")
     require(c.launcher in ("local", "ray_jobs"), "launcher", f"must be local or ray_jobs, got {c.launcher!r}")
@@ -314,6 +316,7 @@ def study_command(c: StudyConfig) -> str:
     words = ["python", "-m", "pipeline.study", f"grid={c.grid}", f"study_dir={where}",
              f"algorithms={lst(c.algorithms)}", f"seeds={lst(c.seeds)}",
              f"contrasts={lst(c.contrasts)}", f"primary_metric={c.primary_metric}",
+             f"target_difference={c.target_difference:g}",
              f"max_no_signal_share={c.max_no_signal_share:g}", f"fresh_cache={str(c.fresh_cache).lower()}"]
     return shlex.join(words + (["--", *map(str, c.overrides)] if c.overrides else []))
 
@@ -331,7 +334,7 @@ def run_study(c: StudyConfig) -> dict:
     def report() -> dict:
         clock.tick()
         return write_report(c.study_dir, c.algorithms, c.seeds, c.contrasts, c.primary_metric,
-                            c.max_no_signal_share, study_command(c))
+                            c.max_no_signal_share, study_command(c), c.target_difference)
 
     results = execute(c, runs, on_finish=report, cache=cache)
     out = report()

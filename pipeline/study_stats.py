@@ -7,6 +7,7 @@ were valid and have a value. Then (two-sided α = 0.05, paired t-test, Student's
     sd    s = sqrt(Σ (d_i − d̄)² / (n − 1))                 (ddof = 1)
     95% CI  d̄ ± t_{0.975,ν} · s / √n
     mde80 = (t_{0.975,ν} + t_{0.80,ν}) · s / √n
+    seeds for a target Δ: the smallest n >= 2 with (t_{0.975,n−1} + t_{0.80,n−1}) · s / √n <= Δ
 
 ``mde80`` is the smallest true mean difference the paired t-test detects with 80% power at this n and
 this sd (the usual normal-shift approximation, with t quantiles in place of z). Student's t quantiles
@@ -105,3 +106,21 @@ def paired_differences(arm: dict[int, Optional[float]], baseline: dict[int, Opti
 
     seeds = sorted(s for s in arm if s in baseline and ok(arm[s]) and ok(baseline[s]))
     return seeds, [float(arm[s]) - float(baseline[s]) for s in seeds]
+
+
+def seeds_needed(sd: float, delta: float, max_n: int = 10_000) -> Optional[int]:
+    """The smallest n >= 2 whose mde80 at paired-difference sd ``sd`` is <= ``delta`` (a pilot's sd -> how many
+    seeds detect ``delta`` with 80% power); None if not even ``max_n`` seeds do."""
+    if delta <= 0:
+        raise ValueError(f"seeds_needed: delta must be > 0, got {delta}")
+
+    def detects(n: int) -> bool:
+        return (t_quantile(1.0 - ALPHA / 2, n - 1) + t_quantile(POWER, n - 1)) * sd / math.sqrt(n) <= delta
+
+    if not detects(max_n):
+        return None
+    lo, hi = 1, max_n  # mde80 falls as n grows: bisect for the first n that detects delta
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if detects(mid) else (mid, hi)
+    return hi

@@ -54,6 +54,7 @@ def test_contrasts_are_pre_declared_per_grid_or_given():
     (["+grid_contrasts.nogrid=[[eapo,dapo]]"], "grid_contrasts"),
     (["primary_metric=reward"], "primary_metric"),
     (["max_no_signal_share=1.5"], "max_no_signal_share"),
+    (["target_difference=0"], "target_difference"),
 ])
 def test_bad_contrasts_and_metrics_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace("[", r"\[")):
@@ -190,7 +191,7 @@ def test_report_numbers_match_hand_computation(tmp_path):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 9])
 def test_running_mean_averages_the_points_inside_the_series(n):
-    from pipeline.study_report import _running_mean
+    from pipeline.study_plots import _running_mean
 
     values = np.random.default_rng(n).normal(size=n)
     w = min(5, n)  # a window longer than the series shrinks to it; point i averages [i - w//2, i + (w-1)//2]

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.study_metrics import (heldout_auc, heldout_points, invalid_reason, manipulation_checks,
                                     outcome_metrics, steps_to)
-from pipeline.study_stats import betainc, paired_differences, paired_summary, t_cdf, t_quantile
+from pipeline.study_stats import betainc, paired_differences, paired_summary, seeds_needed, t_cdf, t_quantile
 
 # Student's t quantiles t_{p, df} as printed in t tables (6 digits; also checked against mpmath.betainc)
 TABLE = [(0.975, 1, 12.706205), (0.975, 2, 4.302653), (0.975, 3, 3.182446), (0.975, 4, 2.776445),
@@ -49,6 +49,13 @@ def test_paired_summary_by_hand():
     assert out["ci95"] == pytest.approx([-0.437435, 6.437435], abs=1e-5)
     assert out["mde80"] == pytest.approx((3.182446 + 0.978472) * se, abs=1e-5)
     assert out["mde80"] == pytest.approx(4.494306, abs=1e-5)
+
+
+def test_seeds_needed_to_detect_a_target_difference():
+    """sd 4, target 3 points: n = 15: (t_{0.975,14} + t_{0.80,14})·4/√15 = (2.144787 + 0.868055)·4/3.872983 = 3.1116
+    > 3; n = 16: (2.131450 + 0.866245)·4/4 = 2.9977 <= 3 (tables) -> 16 seeds."""
+    assert seeds_needed(4.0, 3.0) == 16
+    assert seeds_needed(0.0, 3.0) == 2 and seeds_needed(40.0, 0.1, max_n=300) is None
 
 
 def test_paired_summary_with_fewer_than_two_seeds():
@@ -157,5 +164,7 @@ def test_report_pairs_by_seed_and_leaves_out_invalid_runs(tmp_path):
     md = (tmp_path / "study.md").read_text()
     assert md.index("Primary metric (pre-declared): heldout_auc") < md.index("Secondary metrics")
     assert "| final_accuracy | eapo | dapo | 4 | +3.00 | [-0.44, +6.44] | 4.49 | 0 / 0 |" in md
+    assert auc["target_difference"] == 3.0 and auc["seeds_for_target"] == seeds_needed(auc["sd_diff"], 3.0)
+    assert f"| 4 | {auc['mean_diff']:+.2f} |" in md and "seeds to detect 3 points |" in md
     assert "Detection limit: at n = 4 seeds" in md and "eapo seed 4 (excluded): 3 of 20 steps" in md
     assert (tmp_path / "study_paired.png").stat().st_size > 10_000
