@@ -120,7 +120,8 @@ def paired(agg: dict, contrasts: list[list[str]], metrics: list[str]) -> list[di
         for metric in metrics:
             values = {a: {s: rows[a][s][metric] for s in both} for a in (arm, base)}
             seeds, diffs = paired_differences(values[arm], values[base])
-            censored = {side: sum(v is None for v in values[a].values()) for side, a in (("arm", arm), ("baseline", base))}
+            censored = {side: sum(v is None for v in values[a].values())
+                        for side, a in (("arm", arm), ("baseline", base))}
             out.append({"arm": arm, "baseline": base, "metric": metric, "unit": METRICS[metric][0],
                         **paired_summary(diffs), "seeds": seeds, "diffs": diffs, "censored": censored})
     return out
@@ -142,7 +143,8 @@ def write_report(study_dir: str, algorithms: list[str], seeds: list[int], contra
                  command: Optional[str] = None, target_difference: float = 3.0) -> dict:
     """Write study.json, study.md and the plots. ``contrasts`` None: each later algorithm against the first;
     ``command``: what regenerates the study (written into both); ``target_difference``: the primary metric's
-    difference worth detecting (each primary entry gets ``seeds_for_target``). Returns {"paths": {json, markdown, plot, quadrants, paired}, "excluded": [...], "wall_s": total}."""
+    difference worth detecting (each primary entry gets ``seeds_for_target``). Returns {"paths": {json, markdown,
+    plot, quadrants, paired}, "excluded": [...], "wall_s": total}."""
     os.makedirs(study_dir, exist_ok=True)
     if contrasts is None:
         contrasts = [[a, algorithms[0]] for a in algorithms[1:]]
