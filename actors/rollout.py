@@ -70,6 +70,18 @@ def heldout_request(cfg: Config) -> dict:
     return {"max_tokens": cfg.heldout.max_tokens, "timeout_s": cfg.rollout.verifier_timeout_s}
 
 
+def heldout_sampling(cfg: Config) -> dict | None:
+    """``SamplingParams`` keyword arguments of the held-out pass@k measurement before and after RL:
+    ``heldout.sample_k`` samples per problem at the rollout temperature and top-p, within ``heldout.max_tokens``,
+    seeded by the run's ``seed`` (the same seed before and after, so both see the same random numbers).
+    None when ``heldout.sample_k`` = 0 (off)."""
+    k = cfg.heldout.sample_k
+    if not k:
+        return None
+    return {"n": k, "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p,
+            "max_tokens": cfg.heldout.max_tokens, "seed": zlib.crc32(f"{cfg.seed}:heldout".encode()) & 0x7FFFFFFF}
+
+
 def heldout_due(cfg: Config, shard: PromptShard) -> bool:
     """Whether the rollout actor measures held-out accuracy before ``shard``: on the first shard of every
     ``heldout.every``-th step (0 = never during training)."""
@@ -101,6 +113,33 @@ def greedy_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], max_toke
     texts = [o.outputs[0].text for o in outs]
     correct = sum(v.score > 0 for v in verify_batch(texts, golds, timeout_s=timeout_s))
     return {"accuracy": correct / max(1, len(golds)), "n": len(golds), "examples": texts[:3]}
+
+
+def pass_at_k_scores(correct: list[list[bool]]) -> dict:
+    """Pass@k and avg@k (fractions) of ``correct[problem][sample]`` with k = the samples per problem (n = k):
+    pass@k = mean over problems of [any sample correct] (the unbiased estimator at n = k), avg@k = mean
+    correctness of all samples (= pass@1 at the sampling temperature)."""
+    from evaluation.metrics import benchmark_metrics
+
+    k = len(correct[0])
+    m = benchmark_metrics([[float(c) for c in row] for row in correct], k)
+    return {"pass_at_k": m["pass"] / 100.0, "avg_at_k": m["avg"] / 100.0, "k": k}
+
+
+def sampled_accuracy(llm, prompt_ids: list[list[int]], golds: list[str], sampling: dict, timeout_s: float) -> dict:
+    """:func:`pass_at_k_scores` of ``sampling["n"]`` samples per problem (one batched, seeded generate call)."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from evaluation.verifier import verify_batch
+
+    outs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], SamplingParams(**sampling),
+                        use_tqdm=False)
+    k = sampling["n"]
+    verdicts = verify_batch([s.text for o in outs for s in o.outputs], [g for g in golds for _ in range(k)],
+                            timeout_s=timeout_s)
+    correct = [[v.score > 0 for v in verdicts[i * k:(i + 1) * k]] for i in range(len(golds))]
+    return pass_at_k_scores(correct)
 
 
 class RolloutWorker:
@@ -220,10 +259,15 @@ class RolloutWorker:
 
 @ray.remote
 class GreedyEvaluator:
-    """Held-out greedy accuracy of one checkpoint (temperature 0)."""
+    """Held-out greedy accuracy of one checkpoint (temperature 0), and pass@k when asked."""
 
     def __init__(self, model_path: str, engine: EngineConfig, on_cpu: bool):
         self.llm = make_engine(model_path, engine, on_cpu)
 
-    def accuracy(self, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float) -> dict:
-        return greedy_accuracy(self.llm, prompt_ids, golds, max_tokens, timeout_s)
+    def accuracy(self, prompt_ids: list[list[int]], golds: list[str], max_tokens: int, timeout_s: float,
+                 sampling: dict | None = None) -> dict:
+        """:func:`greedy_accuracy`, and with ``sampling`` (:func:`heldout_sampling`) :func:`sampled_accuracy`."""
+        out = greedy_accuracy(self.llm, prompt_ids, golds, max_tokens, timeout_s)
+        if sampling:
+            out.update(sampled_accuracy(self.llm, prompt_ids, golds, sampling, timeout_s))
+        return out

@@ -129,6 +129,7 @@ class HeldoutConfig:
     size: int
     max_tokens: int
     every: int
+    sample_k: int
     path: Optional[str]
 
 

@@ -131,6 +131,7 @@ def _validate_sizes(c: Config) -> None:
         require(value > 0, name, f"must be > 0, got {value}")
     non_negative = {
         "seed": c.seed, "heldout.size": c.heldout.size, "heldout.every": c.heldout.every,
+        "heldout.sample_k": c.heldout.sample_k,
         "trainer.max_failures": c.trainer.max_failures,
         "warm_start.steps": c.warm_start.steps, "rollout.staleness": c.rollout.staleness,
         "rollout.cpus_per_actor": c.rollout.cpus_per_actor, "rollout.gpus_per_actor": c.rollout.gpus_per_actor,

@@ -161,17 +161,19 @@ def train(cfg: Config, table, pad_id: int, init_path: str, heldout: HeldoutSet) 
 
 
 def heldout_accuracy(cfg: Config, model_path: str, heldout: HeldoutSet) -> dict:
-    """Greedy accuracy of ``model_path`` on the held-out problems, in a vLLM Ray actor."""
+    """Greedy accuracy of ``model_path`` on the held-out problems, in a vLLM Ray actor; with
+    ``heldout.sample_k`` > 0 also pass@k and avg@k of k samples per problem (``pass_at_k``, ``avg_at_k``, ``k``)."""
     import ray
 
-    from actors.rollout import GreedyEvaluator, heldout_request
+    from actors.rollout import GreedyEvaluator, heldout_request, heldout_sampling
 
     if not len(heldout):
         return {"accuracy": float("nan"), "n": 0}
     actor = GreedyEvaluator.options(**rollout_resources(cfg)).remote(model_path, engine_config(cfg),
                                                                      engines_on_cpu(cfg))
     try:
-        return ray.get(actor.accuracy.remote(heldout.prompt_ids, heldout.golds, **heldout_request(cfg)))
+        return ray.get(actor.accuracy.remote(heldout.prompt_ids, heldout.golds, **heldout_request(cfg),
+                                             sampling=heldout_sampling(cfg)))
     finally:
         ray.kill(actor)
 
@@ -219,12 +221,17 @@ def _heldout_before(cfg: Config, init_path: str, heldout: HeldoutSet) -> dict:
     if os.path.exists(path):
         try:
             with open(path) as f:
-                return json.load(f)
+                cached = json.load(f)
+            if not cfg.heldout.sample_k or cached.get("k") == cfg.heldout.sample_k or not len(heldout):
+                return cached
+            say(f"{path} has no pass@{cfg.heldout.sample_k} (heldout.sample_k): measuring the initial policy again")
         except ValueError as err:
             say(f"WARNING: {path} is not valid JSON ({err}): measuring the initial policy again")
     result = heldout_accuracy(cfg, init_path, heldout)
     write_durably(path, json.dumps(result).encode())
-    say(f"held-out greedy accuracy before RL: {result['accuracy']:.3f} on {result['n']} problems")
+    sampled = f", pass@{result['k']} {result['pass_at_k']:.3f}, avg@{result['k']} {result['avg_at_k']:.3f}" \
+        if "k" in result else ""
+    say(f"held-out greedy accuracy before RL: {result['accuracy']:.3f} on {result['n']} problems{sampled}")
     return result
 
 
@@ -251,6 +258,10 @@ def _summary(cfg: Config, before: dict, after: dict, steps: int, final_path: str
         "seed": cfg.seed,
         "no_signal_steps": no_signal_steps(metrics),
     }
+    if cfg.heldout.sample_k:  # pass@k / avg@k at the rollout temperature (fractions; None: not measured)
+        summary["heldout_sample_k"] = cfg.heldout.sample_k
+        for key in ("pass_at_k", "avg_at_k"):
+            summary[f"heldout_{key}_before"], summary[f"heldout_{key}_after"] = before.get(key), after.get(key)
     summary["heldout_curve"] = [list(p) for p in zip(*heldout_curve(metrics, (steps, after["accuracy"])))]
     summary["plot"] = plot_training_curves(metrics, os.path.join(cfg.run_dir, "training_curves.png"),
                                            (steps, after["accuracy"]))

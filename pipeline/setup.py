@@ -10,6 +10,7 @@ import json
 import os
 
 from core.config import Config
+from core.locks import exclusive
 from core.stages import HeldoutSet
 from core.typed import ConfigError
 
@@ -90,9 +91,10 @@ def prepare_source(cfg: Config, tokenizer) -> SourceInfo:
         from task.synthetic import write_parquet
 
         if not os.path.exists(uri):
-            os.makedirs(os.path.dirname(uri), exist_ok=True)
-            write_parquet(synthetic_problems(cfg), uri + ".tmp")
-            os.replace(uri + ".tmp", uri)
+            with exclusive(uri + ".lock"):  # runs sharing the cache (a study) write it once
+                if not os.path.exists(uri):
+                    write_parquet(synthetic_problems(cfg), uri + ".tmp")
+                    os.replace(uri + ".tmp", uri)
         return inspect_source(uri, fmt, prompt_key, answer_key)
     info = inspect_source(uri, fmt, prompt_key, answer_key)
     if info.empty_answers:

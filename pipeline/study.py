@@ -7,7 +7,10 @@ plus the study's ``overrides``, so a study measures exactly what a user runs. A 
 ``summary.json`` exists for the same arguments is skipped; an interrupted one resumes from its last
 checkpoint (the job's own resume). Runs are launched locally as subprocesses or as Ray jobs on a
 cluster (each with its own resources), ``max_concurrent`` at a time; a failed run is reported and
-the study goes on. The report (``pipeline.study_report``) is written after every finished run.
+the study goes on. The report (``pipeline.study_report``: per-run metrics, paired statistics of the
+pre-declared contrasts, the study's wall time) is written after every finished run. With ``fresh_cache``
+all runs share one cache that starts empty (:func:`study_cache`). The command exits 1 when a run failed
+or the report left one out as no data point.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from omegaconf import DictConfig
 
 from core.cli import app, fail
 from core.config_files import CONFIG_DIR
+from pipeline.study_metrics import METRICS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +39,12 @@ class StudyConfig:
 
     grid: str
     grids: dict[str, list[str]]
+    grid_contrasts: dict[str, list[list[str]]]
     algorithms: Optional[list[str]]
+    contrasts: Optional[list[list[str]]]
+    primary_metric: str
+    target_difference: float
+    max_no_signal_share: float
     seeds: list[int]
     overrides: list[str]
     study_dir: str
@@ -67,17 +76,49 @@ def load(cfg) -> StudyConfig:
 
     raw = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
     c = build(StudyConfig, raw)
-    if c.algorithms is None:
+    for grid, algos in c.grids.items():  # every grid pre-declares its contrasts among its own algorithms
+        require(grid in c.grid_contrasts, f"grid_contrasts.{grid}", "missing: pre-declare the grid's contrasts")
+        bad = [p for p in c.grid_contrasts[grid] if not set(p) <= set(algos)]
+        require(not bad, f"grid_contrasts.{grid}", f"{bad} use algorithms outside the grid {algos}")
+    extra = sorted(set(c.grid_contrasts) - set(c.grids))
+    require(not extra, "grid_contrasts", f"{extra} are no grid; grids: {sorted(c.grids)}")
+    from_grid = c.algorithms is None
+    if from_grid:
         require(c.grid in c.grids, "grid", f"unknown grid {c.grid!r}; known: {sorted(c.grids)}")
         c.algorithms = list(c.grids[c.grid])
     unknown = [a for a in c.algorithms if a not in known_algorithms()]
     require(not unknown and bool(c.algorithms), "algorithms", f"unknown {unknown}; known: {known_algorithms()}")
+    c.contrasts = resolve_contrasts(c, from_grid)
+    require(c.primary_metric in METRICS, "primary_metric", f"unknown {c.primary_metric!r}; known: {list(METRICS)}")
+    require(c.target_difference > 0, "target_difference", f"must be > 0, got {c.target_difference}")
+    require(0 <= c.max_no_signal_share <= 1, "max_no_signal_share", f"must be in [0, 1], got {c.max_no_signal_share}")
     require(bool(c.seeds) and len(set(c.seeds)) == len(c.seeds), "seeds", f"need distinct seeds, got {c.seeds}")
     require(c.launcher in ("local", "ray_jobs"), "launcher", f"must be local or ray_jobs, got {c.launcher!r}")
     require(c.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {c.max_concurrent}")
     require(c.run_timeout_s > 0, "run_timeout_s", f"must be > 0, got {c.run_timeout_s}")
     c.study_dir = os.path.abspath(os.path.expanduser(c.study_dir))
     return c
+
+
+def resolve_contrasts(c: StudyConfig, from_grid: bool) -> list[list[str]]:
+    """The study's [arm, baseline] pairs: ``contrasts`` if given, else the grid's ``grid_contrasts`` (when the
+    algorithms are the grid's), else each later algorithm against the first. Each pair: two different
+    algorithms of the study, no pair twice."""
+    from core.typed import require
+
+    if c.contrasts is not None:
+        pairs, key = c.contrasts, "contrasts"
+    elif from_grid:
+        pairs, key = c.grid_contrasts[c.grid], f"grid_contrasts.{c.grid}"
+    else:
+        pairs, key = [[a, c.algorithms[0]] for a in c.algorithms[1:]], "contrasts"
+    for i, pair in enumerate(pairs):
+        require(len(pair) == 2 and pair[0] != pair[1], f"{key}[{i}]", f"need [arm, baseline], two different "
+                                                                      f"algorithms; got {pair}")
+        missing = [a for a in pair if a not in c.algorithms]
+        require(not missing, f"{key}[{i}]", f"{missing} not among the study's algorithms {c.algorithms}")
+    require(len({tuple(p) for p in pairs}) == len(pairs), key, f"a contrast is listed twice: {pairs}")
+    return [list(p) for p in pairs]
 
 
 def plan(c: StudyConfig) -> list[Run]:
@@ -110,27 +151,60 @@ def _mark_started(run: Run) -> None:
         json.dump({"args": run.args}, f)
 
 
-def cache_env(c: StudyConfig, run: Run) -> dict:
-    """``EAPO_CACHE_DIR`` for the run: a new empty ``<run_dir>/cache`` with ``fresh_cache`` (each run
-    builds its own warm start, as on a fresh machine), else inherited."""
+def study_cache(c: StudyConfig, runs: list[Run]) -> Optional[str]:
+    """With ``fresh_cache``: the study's own cache ``<study_dir>/cache`` (``EAPO_CACHE_DIR`` of every run), emptied
+    when the study starts and kept when it resumes (a run of it was started before). Every (task, seed) warm
+    start is then built once per study from nothing, by the first run that needs it (cache keys hash the
+    settings and the seed; concurrent runs take turns on a file lock: ``task.warm_start``). None without
+    ``fresh_cache`` (runs inherit the user's cache). Call before any run is marked started."""
     if not c.fresh_cache:
-        return {}
-    path = os.path.join(run.run_dir, "cache")
-    shutil.rmtree(path, ignore_errors=True)
-    return {"EAPO_CACHE_DIR": path}
+        return None
+    path = os.path.join(c.study_dir, "cache")
+    if not any(os.path.exists(os.path.join(r.run_dir, "study_run.json")) for r in runs):
+        shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def cache_env(cache: Optional[str]) -> dict:
+    """The run's environment for the study cache (:func:`study_cache`): ``EAPO_CACHE_DIR``, or nothing."""
+    return {"EAPO_CACHE_DIR": cache} if cache else {}
+
+
+class StudyClock:
+    """The study's wall time over all its invocations (it resumes): ``<study_dir>/study_wall.json`` holds one
+    entry ``{started, wall_s, runs}`` per invocation that had runs to do (``runs``: how many); :meth:`tick`
+    updates this invocation's ``wall_s``. The report sums them."""
+
+    def __init__(self, study_dir: str, runs_to_do: int):
+        from pipeline.study_report import read_wall
+
+        self.path, self.t0 = os.path.join(study_dir, "study_wall.json"), time.time()
+        self.sessions = read_wall(study_dir)["sessions"]
+        self.active = runs_to_do > 0
+        if self.active:
+            self.sessions.append({"started": round(self.t0, 1), "wall_s": 0.0, "runs": runs_to_do})
+
+    def tick(self) -> None:
+        if not self.active:
+            return
+        from core.durable import write_durably
+
+        self.sessions[-1]["wall_s"] = round(time.time() - self.t0, 1)
+        write_durably(self.path, json.dumps({"sessions": self.sessions}, indent=1).encode())
 
 
 class LocalLauncher:
     """Runs as subprocesses of this command; output to ``<run_dir>/job.log``."""
 
-    def __init__(self, c: StudyConfig):
-        self.c = c
+    def __init__(self, c: StudyConfig, cache: Optional[str] = None):
+        self.c, self.cache = c, cache
 
     def start(self, run: Run):
         log = open(os.path.join(run.run_dir, "job.log"), "w")
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.run", *run.args], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **cache_env(self.c, run)})
+                                env={**os.environ, **cache_env(self.cache)})
         return proc, log
 
     def poll(self, handle) -> Optional[bool]:
@@ -157,19 +231,21 @@ class RayJobsLauncher:
     """Runs as Ray jobs (``ray job submit`` semantics) on the cluster at ``address``.
 
     The working tree travels as the job's ``working_dir``; ``run_dir`` must be storage every node
-    sees. Ray 2.60 token auth: set ``RAY_AUTH_MODE=token`` (and the token) in this command's environment.
+    sees, and so must the study cache with ``fresh_cache`` (its file lock needs a filesystem with working
+    ``flock``, e.g. NFSv4). Ray 2.60 token auth: set ``RAY_AUTH_MODE=token`` (and the token) in this command's
+    environment.
     """
 
-    def __init__(self, c: StudyConfig):
+    def __init__(self, c: StudyConfig, cache: Optional[str] = None):
         from ray.job_submission import JobSubmissionClient
 
-        self.c = c
+        self.c, self.cache = c, cache
         self.client = JobSubmissionClient(c.address or os.environ.get("RAY_ADDRESS"))
 
     def start(self, run: Run):
         entry = shlex.join(["python", "-m", "pipeline.run", *run.args])
         env = {"working_dir": REPO, "excludes": ["/runs/", "/outputs/", ".git/", "*.pyc"],
-               "env_vars": cache_env(self.c, run)}
+               "env_vars": cache_env(self.cache)}
         return run, self.client.submit_job(entrypoint=entry, runtime_env=env)
 
     def poll(self, handle) -> Optional[bool]:
@@ -200,9 +276,11 @@ def _describe(run: Run, ok: bool, seconds: float) -> str:
             f"in {s['wall_s']:.0f} s")
 
 
-def execute(c: StudyConfig, runs: list[Run], on_finish=lambda: None, poll_s: float = 2.0) -> dict[str, bool]:
-    """Run what is not finished, ``max_concurrent`` at a time; returns {run_dir: succeeded}."""
-    launcher = LocalLauncher(c) if c.launcher == "local" else RayJobsLauncher(c)
+def execute(c: StudyConfig, runs: list[Run], on_finish=lambda: None, poll_s: float = 2.0,
+            cache: Optional[str] = None) -> dict[str, bool]:
+    """Run what is not finished, ``max_concurrent`` at a time (``cache``: :func:`study_cache`); returns
+    {run_dir: succeeded}."""
+    launcher = (LocalLauncher if c.launcher == "local" else RayJobsLauncher)(c, cache)
     todo = [r for r in runs if not is_finished(r)]
     results = {r.run_dir: True for r in runs if r not in todo}
     say(f"{len(runs)} runs, {len(results)} already finished, {len(todo)} to go ({c.launcher}, "
@@ -229,17 +307,43 @@ def execute(c: StudyConfig, runs: list[Run], on_finish=lambda: None, poll_s: flo
     return results
 
 
+def study_command(c: StudyConfig) -> str:
+    """The command that regenerates this study's runs and report (finished runs are skipped, so in a study
+    folder that has them it only rewrites the report)."""
+    def lst(items) -> str:
+        return "[" + ",".join(lst(i) if isinstance(i, list) else str(i) for i in items) + "]"
+
+    where = os.path.relpath(c.study_dir, REPO) if c.study_dir.startswith(REPO + os.sep) else c.study_dir
+    words = ["python", "-m", "pipeline.study", f"grid={c.grid}", f"study_dir={where}",
+             f"algorithms={lst(c.algorithms)}", f"seeds={lst(c.seeds)}",
+             f"contrasts={lst(c.contrasts)}", f"primary_metric={c.primary_metric}",
+             f"target_difference={c.target_difference:g}",
+             f"max_no_signal_share={c.max_no_signal_share:g}", f"fresh_cache={str(c.fresh_cache).lower()}"]
+    return shlex.join(words + (["--", *map(str, c.overrides)] if c.overrides else []))
+
+
 def run_study(c: StudyConfig) -> dict:
-    """Execute the grid and write the report; returns the report's paths and the failed runs."""
+    """Execute the grid and write the report; returns the report's paths and the failed runs (a job that
+    failed, or a run the report excludes as no data point: see ``pipeline.study_metrics.invalid_reason``)."""
     from pipeline.study_report import write_report
 
     runs = plan(c)
-    report = lambda: write_report(c.study_dir, c.algorithms, c.seeds)  # noqa: E731
-    results = execute(c, runs, on_finish=report)
-    paths = report()
+    os.makedirs(c.study_dir, exist_ok=True)
+    cache = study_cache(c, runs)
+    clock = StudyClock(c.study_dir, sum(not is_finished(r) for r in runs))
+
+    def report() -> dict:
+        clock.tick()
+        return write_report(c.study_dir, c.algorithms, c.seeds, c.contrasts, c.primary_metric,
+                            c.max_no_signal_share, study_command(c), c.target_difference)
+
+    results = execute(c, runs, on_finish=report, cache=cache)
+    out = report()
     failed = [k for k, ok in results.items() if not ok]
-    say(f"report: {paths['markdown']}" + (f"; {len(failed)} failed: {failed}" if failed else ""))
-    return {"paths": paths, "failed": failed}
+    failed += [os.path.join(c.study_dir, e["algorithm"], f"seed{e['seed']}") for e in out["excluded"]]
+    say(f"report: {out['paths']['markdown']} (study wall time {out['wall_s']:.0f} s)"
+        + (f"; {len(failed)} failed: {failed}" if failed else ""))
+    return {"paths": out["paths"], "failed": failed}
 
 
 JOB_OVERRIDES: list[str] = []  # the words after `--` on the command line (see _split_argv)

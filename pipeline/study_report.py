@@ -1,46 +1,71 @@
-"""The report of a study: ``study.json``, ``study.md`` (mean ± std over seeds) and two plots.
+"""The report of a study: ``study.json``, ``study.md`` and three plots (the numbers are computed here).
 
-Per algorithm, over the seeds whose run finished (std is the sample std, ddof = 1):
-held-out greedy accuracy before and after RL and their difference; final training reward and token
-entropy (means over the last ``LAST`` steps); the share of the policy-gradient signal each quadrant
-carried (mean over all steps; quadrants as in ALGORITHM.md, over Â ≠ 0 tokens) and the share of
-zero-advantage tokens; wall time. ``study.png``: held-out accuracy against RL updates, token entropy
-and training reward against steps, mean line and ±1 std band over seeds. ``study_quadrants.png``:
-per algorithm, each quadrant's signal share over steps (mean over seeds, 5-step running mean).
+Runs: a run is a data point when it finished (``summary.json``) and is valid
+(:func:`pipeline.study_metrics.invalid_reason`); the others are listed with their reason and left out of
+every number below. Per run (``study.json`` ``results.<algorithm>.runs``): the outcome metrics and
+manipulation checks of :mod:`pipeline.study_metrics` (``metrics``, ``checks``), and held-out greedy accuracy
+before/after RL and their difference, final training reward and token entropy (means over the last ``LAST``
+steps), each quadrant's mean advantage-mass share, the share of zero-advantage tokens, steps and wall time.
+
+Statistics: per algorithm, mean ± sample std (ddof = 1) over its valid seeds; per contrast [arm, baseline]
+and metric (``paired``), the paired statistics of :mod:`pipeline.study_stats` over the seeds where both runs
+are valid and have a value: ``{arm, baseline, metric, unit, n, mean_diff, sd_diff, ci95: [low, high], mde80,
+seeds, diffs, censored: {arm, baseline}}`` (``censored``: seeds, both runs valid, whose value on that side is
+None: never reached for ``steps_to_80``, not measured otherwise). study.md: :mod:`pipeline.study_markdown`;
+plots (``study.png``, ``study_quadrants.png``, ``study_paired.png``): :mod:`pipeline.study_plots`.
 """
 from __future__ import annotations
 
 import json
 import os
+from typing import Optional
 
 import numpy as np
 
-from pipeline.report import heldout_curve
 from core.run_dir import read_metrics
+from pipeline.study_markdown import markdown
+from pipeline.study_metrics import LAST, METRICS, QUADS, invalid_reason, manipulation_checks, outcome_metrics
+from pipeline.study_plots import plot, plot_paired
+from pipeline.study_stats import paired_differences, paired_summary, seeds_needed
 
-LAST = 10
-QUADS = ("PHR", "PLR", "NLR", "NHR")
 
-
-def collect(study_dir: str, algorithms: list[str], seeds: list[int]) -> dict[str, list[dict]]:
-    """{algorithm: [run, ...]} for finished runs: run = {seed, summary, metrics}."""
+def collect(study_dir: str, algorithms: list[str], seeds: list[int]) -> tuple[dict[str, list[dict]], list[dict]]:
+    """({algorithm: [run, ...]} for finished runs: run = {seed, summary, metrics}; [the unfinished ones:
+    {algorithm, seed, reason}])."""
     out: dict[str, list[dict]] = {}
+    missing = []
     for algo in algorithms:
         out[algo] = []
         for seed in seeds:
             run_dir = os.path.join(study_dir, algo, f"seed{seed}")
             path = os.path.join(run_dir, "summary.json")
             if not os.path.exists(path):
+                missing.append({"algorithm": algo, "seed": seed, "reason": "no summary.json: not run yet, running, "
+                                f"or failed (see {os.path.join(run_dir, 'job.log')})"})
                 continue
             with open(path) as f:
                 summary = json.load(f)
             out[algo].append({"seed": seed, "summary": summary, "metrics": read_metrics(run_dir)})
-    return out
+    return out, missing
+
+
+def split_valid(runs: dict[str, list[dict]], max_no_signal_share: float) -> tuple[dict[str, list[dict]], list[dict]]:
+    """(the valid runs per algorithm, [{algorithm, seed, reason}] of the finished runs that are no data point)."""
+    valid, excluded = {}, []
+    for algo, items in runs.items():
+        valid[algo] = []
+        for run in items:
+            reason = invalid_reason(run["summary"], max_no_signal_share)
+            if reason:
+                excluded.append({"algorithm": algo, "seed": run["seed"], "reason": reason})
+            else:
+                valid[algo].append(run)
+    return valid, excluded
 
 
 def _stat(values: list[float]) -> dict:
     v = np.asarray(values, dtype=np.float64)
-    return {"mean": float(v.mean()) if len(v) else float("nan"),
+    return {"mean": float(v.mean()) if len(v) else None,
             "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
 
 
@@ -56,128 +81,97 @@ def _run_row(run: dict) -> dict:
            "final_entropy": _last(rows, "entropy/mean"), "wall_s": s["wall_s"], "steps": s["steps"]}
     row["heldout_gain"] = row["heldout_after"] - row["heldout_before"]
     for q in QUADS:
-        row[f"signal_share/{q}"] = float(np.mean([r.get(f"quadrant/{q}/signal_share", 0.0) for r in rows]))
+        row[f"adv_mass_share/{q}"] = float(np.mean([r.get(f"quadrant/{q}/adv_mass_share",
+                                                          r.get(f"quadrant/{q}/signal_share", 0.0)) for r in rows]))
     row["zero_token_share"] = float(np.mean([r.get("quadrant/zero/token_share", 0.0) for r in rows]))
+    row["no_signal_steps"] = int(s.get("no_signal_steps") or 0)
+    row["metrics"] = outcome_metrics(s, rows)
+    row["checks"] = manipulation_checks(rows)
     return row
 
 
+def _nested_stat(rows: list[dict], group: str, key: str) -> dict:
+    """Mean ± std over the rows whose ``row[group][key]`` is not None; ``censored``: how many are None."""
+    values = [r[group][key] for r in rows if r[group][key] is not None]
+    return {**_stat(values), "censored": len(rows) - len(values)}
+
+
 def aggregate(runs: dict[str, list[dict]]) -> dict:
-    """{algorithm: {"runs": [row], "<field>": {mean, std, n}}} (fields as in :func:`_run_row`)."""
+    """{algorithm: {"runs": [row], "<field>": {mean, std, n}, "metrics": {metric: {mean, std, n, censored}},
+    "checks": {...}}} (fields as in :func:`_run_row`)."""
     out = {}
     for algo, items in runs.items():
         rows = [_run_row(r) for r in items]
         out[algo] = {"runs": rows}
-        fields = [k for k in (rows[0] if rows else {}) if k != "seed"]
+        fields = [k for k in (rows[0] if rows else {}) if k not in ("seed", "metrics", "checks")]
         for key in fields:
             out[algo][key] = _stat([r[key] for r in rows])
+        for group in ("metrics", "checks"):
+            out[algo][group] = {k: _nested_stat(rows, group, k) for k in (rows[0][group] if rows else {})}
     return out
 
 
-def _pm(stat: dict, scale: float = 1.0, digits: int = 1) -> str:
-    if not stat or stat["n"] == 0:
-        return "–"
-    return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
+def paired(agg: dict, contrasts: list[list[str]], metrics: list[str]) -> list[dict]:
+    """One entry per (contrast, metric): arm − baseline paired by seed over valid runs (module docstring)."""
+    out = []
+    for arm, base in contrasts:
+        rows = {a: {r["seed"]: r["metrics"] for r in agg.get(a, {}).get("runs", [])} for a in (arm, base)}
+        both = sorted(set(rows[arm]) & set(rows[base]))
+        for metric in metrics:
+            values = {a: {s: rows[a][s][metric] for s in both} for a in (arm, base)}
+            seeds, diffs = paired_differences(values[arm], values[base])
+            censored = {side: sum(v is None for v in values[a].values())
+                        for side, a in (("arm", arm), ("baseline", base))}
+            out.append({"arm": arm, "baseline": base, "metric": metric, "unit": METRICS[metric][0],
+                        **paired_summary(diffs), "seeds": seeds, "diffs": diffs, "censored": censored})
+    return out
 
 
-def markdown(agg: dict, seeds: list[int]) -> str:
-    """The study table: one row per algorithm (mean ± std over the finished seeds)."""
-    head = ["algorithm", "seeds", "held-out before (%)", "held-out after (%)", "gain (points)",
-            f"reward (last {LAST})", f"entropy (last {LAST})"] + [f"{q} signal" for q in QUADS] + ["A=0 tokens"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for algo, a in agg.items():
-        n = a.get("heldout_after", {}).get("n", 0)
-        cells = [algo, f"{n}/{len(seeds)}", _pm(a.get("heldout_before"), 100), _pm(a.get("heldout_after"), 100),
-                 _pm(a.get("heldout_gain"), 100), _pm(a.get("final_reward"), 1, 3), _pm(a.get("final_entropy"), 1, 3)]
-        cells += [_pm(a.get(f"signal_share/{q}"), 1, 2) for q in QUADS] + [_pm(a.get("zero_token_share"), 1, 2)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| algorithm | seed | held-out before (%) | held-out after (%) | gain (points) | "
-              f"reward (last {LAST}) | steps | wall (s) |", "|---|---|---|---|---|---|---|---|"]
-    for algo, a in agg.items():
-        for r in a["runs"]:
-            lines.append(f"| {algo} | {r['seed']} | {100 * r['heldout_before']:.1f} | {100 * r['heldout_after']:.1f} | "
-                         f"{100 * r['heldout_gain']:+.1f} | {r['final_reward']:.3f} | {r['steps']} | {r['wall_s']:.0f} |")
-    return "\n".join(lines) + "\n"
+def read_wall(study_dir: str) -> dict:
+    """``<study_dir>/study_wall.json`` (written by ``pipeline.study.StudyClock``): {"sessions": [...]}, and
+    ``total_s``, the sum of the invocations' wall times."""
+    try:
+        with open(os.path.join(study_dir, "study_wall.json")) as f:
+            sessions = json.load(f)["sessions"]
+    except (OSError, ValueError, KeyError):
+        sessions = []
+    return {"sessions": sessions, "total_s": float(sum(s["wall_s"] for s in sessions))}
 
 
-def _band(ax, xs, curves, label):
-    arr = np.asarray(curves, dtype=np.float64)
-    mean = np.nanmean(arr, axis=0)
-    std = np.nanstd(arr, axis=0, ddof=1) if len(arr) > 1 else np.zeros_like(mean)
-    line = ax.plot(xs, mean, label=f"{label} (n={len(arr)})")[0]
-    ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=line.get_color())
-
-
-def _aligned(runs: list[dict], key: str) -> tuple[list[int], list[list[float]]]:
-    steps = min(len(r["metrics"]) for r in runs)
-    xs = [r["step"] for r in runs[0]["metrics"][:steps]]
-    return xs, [[row.get(key, np.nan) for row in r["metrics"][:steps]] for r in runs]
-
-
-def _heldout_aligned(runs: list[dict]) -> tuple[list[int], list[list[float]]]:
-    curves = [dict(zip(*heldout_curve(r["metrics"], (r["summary"]["steps"], r["summary"]["heldout_accuracy_after"]))))
-              for r in runs]
-    xs = sorted(set.intersection(*(set(c) for c in curves)))
-    return xs, [[c[x] for x in xs] for c in curves]
-
-
-def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Centred running mean that averages only the points inside the series at its edges; same length as
-    ``values`` (a window longer than the series shrinks to it)."""
-    window = max(1, min(window, len(values)))
-    kernel = np.ones(window)
-    return np.convolve(values, kernel, mode="same") / np.convolve(np.ones(len(values)), kernel, mode="same")
-
-
-def plot(runs: dict[str, list[dict]], path: str, quadrant_path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = {a: r for a, r in runs.items() if r}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    panels = [("held-out greedy accuracy", "RL updates", _heldout_aligned),
-              ("token entropy (old policy)", "step", lambda rs: _aligned(rs, "entropy/mean")),
-              ("training reward", "step", lambda rs: _aligned(rs, "reward/mean"))]
-    for ax, (title, xlabel, get) in zip(axes, panels):
-        for algo, rs in done.items():
-            xs, curves = get(rs)
-            _band(ax, xs, curves, algo)
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, max(1, len(done)), figsize=(4.2 * max(1, len(done)), 3.6), squeeze=False)
-    for ax, (algo, rs) in zip(axes[0], done.items()):
-        for q in QUADS:
-            xs, curves = _aligned(rs, f"quadrant/{q}/signal_share")
-            mean = np.nanmean(np.asarray(curves, dtype=np.float64), axis=0)
-            smooth = _running_mean(mean, 5)
-            ax.plot(xs, smooth, label=q)
-        ax.set_title(f"{algo}: signal share")
-        ax.set_xlabel("step")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(quadrant_path, dpi=90)
-    plt.close(fig)
-
-
-def write_report(study_dir: str, algorithms: list[str], seeds: list[int]) -> dict[str, str]:
-    """Write study.json, study.md, study.png and study_quadrants.png; returns their paths."""
+def write_report(study_dir: str, algorithms: list[str], seeds: list[int], contrasts: Optional[list[list[str]]] = None,
+                 primary_metric: str = "heldout_auc", max_no_signal_share: float = 0.1,
+                 command: Optional[str] = None, target_difference: float = 3.0) -> dict:
+    """Write study.json, study.md and the plots. ``contrasts`` None: each later algorithm against the first;
+    ``command``: what regenerates the study (written into both); ``target_difference``: the primary metric's
+    difference worth detecting (each primary entry gets ``seeds_for_target``). Returns {"paths": {json, markdown,
+    plot, quadrants, paired}, "excluded": [...], "wall_s": total}."""
     os.makedirs(study_dir, exist_ok=True)
-    runs = collect(study_dir, algorithms, seeds)
+    if contrasts is None:
+        contrasts = [[a, algorithms[0]] for a in algorithms[1:]]
+    finished, missing = collect(study_dir, algorithms, seeds)
+    runs, excluded = split_valid(finished, max_no_signal_share)
     agg = aggregate(runs)
+    metrics = [primary_metric] + [m for m in METRICS if m != primary_metric]
+    entries = paired(agg, contrasts, metrics)
+    for p in entries:
+        if p["metric"] == primary_metric:
+            p["target_difference"] = target_difference
+            p["seeds_for_target"] = None if p["sd_diff"] is None else seeds_needed(p["sd_diff"], target_difference)
+    wall = read_wall(study_dir)
     paths = {k: os.path.join(study_dir, f) for k, f in
              (("json", "study.json"), ("markdown", "study.md"), ("plot", "study.png"),
-              ("quadrants", "study_quadrants.png"))}
+              ("quadrants", "study_quadrants.png"), ("paired", "study_paired.png"))}
     with open(paths["json"], "w") as f:
-        json.dump({"algorithms": algorithms, "seeds": seeds, "results": agg}, f, indent=2)
+        json.dump({"command": command, "algorithms": algorithms, "seeds": seeds, "primary_metric": primary_metric,
+                   "target_difference": target_difference,
+                   "contrasts": contrasts, "max_no_signal_share": max_no_signal_share,
+                   "metrics": {m: {"unit": u, "definition": w} for m, (u, w) in METRICS.items()},
+                   "results": agg, "paired": entries, "excluded": excluded, "missing": missing,
+                   "wall": wall}, f, indent=2)
     with open(paths["markdown"], "w") as f:
-        f.write(markdown(agg, seeds))
+        f.write(markdown(agg, seeds, entries, primary_metric, excluded, missing, wall, command, target_difference))
     if any(runs.values()):
         plot(runs, paths["plot"], paths["quadrants"])
-    return paths
+    if entries:
+        plot_paired(entries, primary_metric, paths["paired"])
+    return {"paths": paths, "excluded": excluded, "wall_s": wall["total_s"]}

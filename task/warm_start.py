@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict
 
 from core.config import TaskConfig, TinyModelConfig, WarmStartConfig
+from core.locks import exclusive
 from task.synthetic import sample_problems
 from task.tiny_model import build_random_policy
 
@@ -39,10 +40,21 @@ def warm_start_path(cache_dir: str, spec: TinyModelConfig, task: TaskConfig, ws:
 
 def warm_started_policy(cache_dir: str, spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig,
                         seed: int, log=print) -> str:
-    """Path of the warm-started checkpoint, building it if it is not cached yet."""
+    """Path of the warm-started checkpoint, building it if it is not cached yet.
+
+    Processes that need the same warm start at once (a study's concurrent runs of one seed sharing a
+    cache) take turns on ``<path>.lock``: one builds it, the others wait and find it built."""
     path = warm_start_path(cache_dir, spec, task, ws, seed)
     if os.path.exists(os.path.join(path, "WARM_START_DONE")):
         return path
+    with exclusive(path + ".lock"):
+        if not os.path.exists(os.path.join(path, "WARM_START_DONE")):
+            _build(path, spec, task, ws, seed, log)
+    return path
+
+
+def _build(path: str, spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig, seed: int, log) -> None:
+    """Train the warm start in a temporary folder, then move it to ``path`` whole (``WARM_START_DONE`` inside)."""
     tmp = path + f".tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     build_random_policy(tmp, seed=seed, spec=spec)
@@ -52,7 +64,6 @@ def warm_started_policy(cache_dir: str, spec: TinyModelConfig, task: TaskConfig,
     open(os.path.join(tmp, "WARM_START_DONE"), "w").close()
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-    return path
 
 
 def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int, log) -> None:

@@ -43,7 +43,9 @@ def mean(values):
 
 def test_loop_learns_then_resumes_exactly(tmp_path):
     run_dir = tmp_path / "run"
-    first = run_job(run_dir, "trainer.total_steps=30", "trainer.save_every=15", "heldout.size=200")
+    # heldout.sample_k=0: pass@k is the study test's to check; here it would only add sampling time
+    first = run_job(run_dir, "trainer.total_steps=30", "trainer.save_every=15", "heldout.size=200",
+                    "heldout.sample_k=0")
     rows = metrics(run_dir)
     assert [r["step"] for r in rows] == list(range(1, 31))
     for key in REQUIRED_KEYS:
@@ -73,7 +75,8 @@ def test_loop_learns_then_resumes_exactly(tmp_path):
     AutoModelForCausalLM.from_pretrained(ckpt), AutoTokenizer.from_pretrained(ckpt)
 
     # resume: same run_dir, more steps -> continues at 31 from step_30's model, optimizer, data position
-    second = run_job(run_dir, "trainer.total_steps=34", "trainer.save_every=15", "heldout.size=200")
+    second = run_job(run_dir, "trainer.total_steps=34", "trainer.save_every=15", "heldout.size=200",
+                     "heldout.sample_k=0")
     rows = metrics(run_dir)
     assert [r["step"] for r in rows] == list(range(1, 35))
     assert [r["data/first_shard"] for r in rows] == list(range(34))

@@ -52,7 +52,7 @@ INVALID = {
     "task.digits": "0", "task.heldout_fraction": "1.5", "task.num_train_prompts": "0",
     "warm_start.steps": "-1", "warm_start.batch_size": "0", "warm_start.lr": "0", "warm_start.num_examples": "0",
     "warm_start.carry_noise": "2",
-    "heldout.size": "-1", "heldout.max_tokens": "0", "heldout.every": "-1",
+    "heldout.size": "-1", "heldout.max_tokens": "0", "heldout.every": "-1", "heldout.sample_k": "-1",
     "periodic_eval.every": "-1", "periodic_eval.benchmarks": "[nope]", "periodic_eval.k": "0",
     "periodic_eval.n": "0", "periodic_eval.limit": "0", "periodic_eval.temperature": "-1",
     "periodic_eval.top_p": "0", "periodic_eval.max_tokens": "0", "periodic_eval.cpus": "-1",
@@ -189,6 +189,12 @@ def _heldout_request(c, ctx):
     from actors.rollout import heldout_request
 
     return heldout_request(c)
+
+
+def _heldout_sampling(c, ctx):
+    from actors.rollout import heldout_sampling
+
+    return heldout_sampling(c)
 
 
 def _heldout_due(c, ctx):
@@ -354,7 +360,7 @@ CONSUMERS = {
     "task.digits": _synthetic, "task.heldout_fraction": _synthetic, "task.num_train_prompts": _synthetic,
     **{f"warm_start.{k}": _policy for k in ("steps", "batch_size", "lr", "num_examples", "carry_noise")},
     "heldout.size": _heldout_set, "heldout.max_tokens": _heldout_request, "heldout.every": _heldout_due,
-    "heldout.path": _heldout_set,
+    "heldout.path": _heldout_set, "heldout.sample_k": _heldout_sampling,
     "periodic_eval.every": _checkpoint_steps, "periodic_eval.benchmarks": _eval_plan, "periodic_eval.k": _eval_summary,
     "periodic_eval.n": _eval_plan, "periodic_eval.limit": _eval_plan, "periodic_eval.temperature": _eval_plan,
     "periodic_eval.top_p": _eval_plan, "periodic_eval.max_tokens": _eval_plan, "periodic_eval.cpus": _eval_plan,
@@ -393,7 +399,7 @@ ALTERNATIVE = {
     "task.digits": ["3"], "task.heldout_fraction": ["0.3"], "task.num_train_prompts": ["100"],
     "warm_start.steps": ["10"], "warm_start.batch_size": ["8"], "warm_start.lr": ["0.1"],
     "warm_start.num_examples": ["100"], "warm_start.carry_noise": ["0.1"],
-    "heldout.size": ["5"], "heldout.max_tokens": ["16"], "heldout.every": ["3"],
+    "heldout.size": ["5"], "heldout.max_tokens": ["16"], "heldout.every": ["3"], "heldout.sample_k": ["4", "0"],
     "periodic_eval.every": ["50"], "periodic_eval.benchmarks": ["[aime24]"], "periodic_eval.k": ["2"],
     "periodic_eval.n": ["3"], "periodic_eval.limit": ["2"], "periodic_eval.temperature": ["1.0"],
     "periodic_eval.top_p": ["0.5"], "periodic_eval.max_tokens": ["200"], "periodic_eval.cpus": ["1"],

@@ -35,6 +35,107 @@ def test_bad_study_settings_name_the_field(override, field):
         study_cfg(override)
 
 
+def test_contrasts_are_pre_declared_per_grid_or_given():
+    assert study_cfg().contrasts == [["eapo", "dapo"], ["eapo", "grpo"], ["dapo", "grpo"]]
+    assert study_cfg("grid=ablation").contrasts[0] == ["eapo_wo_phr", "eapo"]
+    assert study_cfg("algorithms=[grpo,eapo,dapo]").contrasts == [["eapo", "grpo"], ["dapo", "grpo"]]  # vs the first
+    assert study_cfg("algorithms=[grpo,eapo]", "contrasts=[[grpo,eapo]]").contrasts == [["grpo", "eapo"]]
+    c = study_cfg()
+    assert c.primary_metric == "heldout_auc" and c.max_no_signal_share == 0.1
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (["contrasts=[[eapo,gspo]]"], "contrasts[0]"),  # not in the study
+    (["contrasts=[[eapo,eapo]]"], "contrasts[0]"),
+    (["contrasts=[[eapo,dapo,grpo]]"], "contrasts[0]"),
+    (["contrasts=[[eapo,dapo],[eapo,dapo]]"], "contrasts"),
+    (["+grids.extra=[grpo,eapo]"], "grid_contrasts.extra"),  # a grid without pre-declared contrasts
+    (["grid_contrasts.main=[[eapo,gspo]]"], "grid_contrasts.main"),
+    (["+grid_contrasts.nogrid=[[eapo,dapo]]"], "grid_contrasts"),
+    (["primary_metric=reward"], "primary_metric"),
+    (["max_no_signal_share=1.5"], "max_no_signal_share"),
+    (["target_difference=0"], "target_difference"),
+])
+def test_bad_contrasts_and_metrics_name_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[")):
+        study_cfg(*overrides)
+
+
+def test_the_report_names_the_command_that_regenerates_the_study(tmp_path):
+    import shlex
+
+    c = study_cfg("grid=ablation", f"study_dir={tmp_path}", "seeds=[3,4]", 'overrides=["trainer.total_steps=7"]',
+                  "contrasts=[[eapo_wo_nhr,eapo]]", "fresh_cache=true")
+    words = shlex.split(study.study_command(c))
+    assert words[:3] == ["python", "-m", "pipeline.study"] and words[-2:] == ["--", "trainer.total_steps=7"]
+    again = study_cfg(*words[3:-2], 'overrides=["trainer.total_steps=7"]')
+    assert again == c
+
+
+def test_the_study_cache_is_emptied_at_the_start_and_kept_on_resume(tmp_path):
+    c = study_cfg(f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0]", "fresh_cache=true")
+    runs = study.plan(c)
+    stale = tmp_path / "cache" / "warm_start" / "old"
+    stale.mkdir(parents=True)
+    cache = study.study_cache(c, runs)  # a new study: starts from nothing
+    assert cache == str(tmp_path / "cache") and list((tmp_path / "cache").iterdir()) == []
+    assert study.cache_env(cache) == {"EAPO_CACHE_DIR": cache}
+    stale.mkdir(parents=True)
+    study._mark_started(runs[0])
+    assert study.study_cache(c, runs) == cache and stale.exists()  # resuming: the warm starts stay
+    assert study.study_cache(study_cfg(f"study_dir={tmp_path}"), runs) is None and study.cache_env(None) == {}
+
+
+def test_concurrent_runs_build_a_warm_start_once(tmp_path, monkeypatch):
+    """Two runs of one seed starting together on one cache: one builds the warm start, the other waits for it."""
+    import os
+    import threading
+    import time
+
+    from core.config import TaskConfig, WarmStartConfig
+    from task import warm_start
+    from task.tiny_model import tiny_spec
+
+    built = []
+
+    def slow_build(path, *args):
+        built.append(path)
+        time.sleep(0.5)  # both callers are past the first "is it built?" check long before this ends
+        os.makedirs(path)
+        open(os.path.join(path, "WARM_START_DONE"), "w").close()
+
+    monkeypatch.setattr(warm_start, "_build", slow_build)
+    args = (str(tmp_path), tiny_spec(), TaskConfig(2, 0.1, 16), WarmStartConfig(1, 2, 0.1, 4, 0.5), 0)
+    barrier, paths = threading.Barrier(2), []
+
+    def run():
+        barrier.wait()
+        paths.append(warm_start.warm_started_policy(*args, log=lambda m: None))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(built) == 1 and paths == [built[0]] * 2
+
+
+def test_the_study_wall_time_adds_up_over_invocations(tmp_path):
+    from pipeline.study_report import read_wall
+
+    assert read_wall(str(tmp_path)) == {"sessions": [], "total_s": 0.0}
+    first = study.StudyClock(str(tmp_path), 3)
+    first.t0 -= 100  # as if started 100 s ago
+    first.tick()
+    idle = study.StudyClock(str(tmp_path), 0)  # nothing to run: no invocation recorded
+    idle.tick()
+    second = study.StudyClock(str(tmp_path), 1)
+    second.t0 -= 20
+    second.tick()
+    wall = read_wall(str(tmp_path))
+    assert [s["runs"] for s in wall["sessions"]] == [3, 1] and wall["total_s"] == pytest.approx(120, abs=1)
+
+
 def test_plan_and_resumability(tmp_path):
     c = study_cfg(f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0,1]", 'overrides=["trainer.total_steps=3"]')
     runs = study.plan(c)
@@ -71,26 +172,26 @@ def test_report_numbers_match_hand_computation(tmp_path):
     fake_run(tmp_path, "eapo", 0, 0.2, 0.9, r0, [1.0] * 20, (0.4, 0.1, 0.2, 0.3))
     fake_run(tmp_path, "eapo", 1, 0.3, 0.6, r1, [0.5] * 20, (0.2, 0.3, 0.2, 0.3))
     fake_run(tmp_path, "grpo", 0, 0.25, 0.5, r1, [0.1] * 20, (0.25, 0.25, 0.25, 0.25))
-    paths = write_report(str(tmp_path), ["grpo", "eapo", "dapo"], [0, 1])
+    paths = write_report(str(tmp_path), ["grpo", "eapo", "dapo"], [0, 1])["paths"]
     res = json.loads((tmp_path / "study.json").read_text())["results"]
     e = res["eapo"]
     assert e["heldout_after"]["mean"] == pytest.approx(0.75) and e["heldout_after"]["n"] == 2
     assert e["heldout_after"]["std"] == pytest.approx(np.std([0.9, 0.6], ddof=1))
     assert e["heldout_gain"]["mean"] == pytest.approx((0.7 + 0.3) / 2)
     assert e["final_reward"]["mean"] == pytest.approx((np.mean(r0[-LAST:]) + np.mean(r1[-LAST:])) / 2)
-    assert e["signal_share/PHR"]["mean"] == pytest.approx(0.3) and e["final_entropy"]["mean"] == pytest.approx(0.75)
+    assert e["adv_mass_share/PHR"]["mean"] == pytest.approx(0.3) and e["final_entropy"]["mean"] == pytest.approx(0.75)
     assert res["grpo"]["heldout_after"]["n"] == 1 and res["grpo"]["heldout_after"]["std"] == 0.0
     assert res["dapo"]["runs"] == []
     md = (tmp_path / "study.md").read_text()
     assert "| eapo | 2/2 | 25.0 ± 7.1 | 75.0 ± 21.2 | 50.0 ± 28.3 |" in md and "| dapo | 0/2 | – |" in md
     assert f"| eapo | 0 | 20.0 | 90.0 | +70.0 | {np.mean(r0[-LAST:]):.3f} | 20 | 10 |" in md
-    for key in ("plot", "quadrants"):
+    for key in ("plot", "quadrants", "paired"):
         assert (tmp_path / paths[key].split("/")[-1]).stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 9])
 def test_running_mean_averages_the_points_inside_the_series(n):
-    from pipeline.study_report import _running_mean
+    from pipeline.study_plots import _running_mean
 
     values = np.random.default_rng(n).normal(size=n)
     w = min(5, n)  # a window longer than the series shrinks to it; point i averages [i - w//2, i + (w-1)//2]
@@ -103,7 +204,7 @@ def test_running_mean_averages_the_points_inside_the_series(n):
 def test_a_report_of_runs_shorter_than_the_smoothing_window(tmp_path):
     """3-step runs (the CI grid): the quadrant plot's smoothing must keep the series' length."""
     fake_run(tmp_path, "eapo", 0, 0.2, 0.3, [0.1, 0.2, 0.3], [1.0] * 3, (0.4, 0.1, 0.2, 0.3))
-    paths = write_report(str(tmp_path), ["eapo"], [0])
+    paths = write_report(str(tmp_path), ["eapo"], [0])["paths"]
     assert (tmp_path / paths["quadrants"].split("/")[-1]).stat().st_size > 10_000
 
 
@@ -112,14 +213,53 @@ def test_study_command_runs_a_small_grid_and_resumes(tmp_path):
     """2 algorithms x 2 seeds x 3 steps of the real job, then the same command again skips them all."""
     cmd = [sys.executable, "-m", "pipeline.study", f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0,1]",
            "run_timeout_s=300", "--", "trainer.total_steps=3", "trainer.save_every=3", "heldout.size=16",
-           "heldout.every=2"]
+           "heldout.every=2", "heldout.sample_k=4"]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
     logs = "".join(f"\n--- {log}\n" + log.read_text()[-3000:] for log in sorted(tmp_path.glob("*/seed*/job.log")))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:] + logs
-    res = json.loads((tmp_path / "study.json").read_text())["results"]
+    out = json.loads((tmp_path / "study.json").read_text())
+    res = out["results"]
     for algo in ("grpo", "eapo"):
         assert res[algo]["heldout_after"]["n"] == 2 and [r["steps"] for r in res[algo]["runs"]] == [3, 3]
-    assert "| grpo | 2/2 |" in (tmp_path / "study.md").read_text()
-    assert (tmp_path / "study.png").stat().st_size > 10_000 and (tmp_path / "study_quadrants.png").stat().st_size > 10_000
+    md = (tmp_path / "study.md").read_text()
+    assert "| grpo | 2/2 |" in md and md.index("Primary metric (pre-declared): heldout_auc") < md.index("Secondary")
+    for name in ("study.png", "study_quadrants.png", "study_paired.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    check_paired_by_hand(tmp_path, out)
+    assert out["wall"]["total_s"] > 0 and "Study wall time" in md
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "4 already finished, 0 to go" in again.stdout
+
+
+def check_paired_by_hand(study_dir, out):
+    """study.json's paired statistics recomputed from the runs' own files: per run the held-out AUC over
+    (0, before), the logged points (every 2 steps: versions 0 and 2) and (3, after); per metric the seed
+    differences eapo − grpo and, with n = 2, mean (d0 + d1)/2, se = |d0 − d1|/2, t_{0.975,1} = 12.706205,
+    t_{0.80,1} = 1.376382 (tables)."""
+    metrics = {}
+    for algo in ("grpo", "eapo"):
+        for seed in (0, 1):
+            run = study_dir / algo / f"seed{seed}"
+            s = json.loads((run / "summary.json").read_text())
+            logged = {int(r["heldout/weight_version"]): r["heldout/accuracy"] for r in map(json.loads,
+                      (run / "metrics.jsonl").read_text().splitlines()) if "heldout/accuracy" in r}
+            assert sorted(logged) == [0, 2] and s["heldout_sample_k"] == 4
+            assert 0 <= s["heldout_avg_at_k_after"] <= s["heldout_pass_at_k_after"] <= 1
+            b, h2, a = s["heldout_accuracy_before"], logged[2], s["heldout_accuracy_after"]
+            auc = 100 * (2 * (b + h2) / 2 + 1 * (h2 + a) / 2) / 3
+            reported = next(r["metrics"] for r in out["results"][algo]["runs"] if r["seed"] == seed)
+            assert reported["heldout_auc"] == pytest.approx(auc)
+            assert reported["pass_at_k"] == pytest.approx(100 * s["heldout_pass_at_k_after"])
+            metrics[algo, seed] = reported
+    assert out["contrasts"] == [["eapo", "grpo"]] and out["primary_metric"] == "heldout_auc"
+    assert [p["metric"] for p in out["paired"]] == ["heldout_auc", "final_accuracy", "steps_to_80", "pass_at_k",
+                                                    "avg_at_k", "final_entropy"]
+    for p in out["paired"]:
+        pairs = [(metrics["eapo", s][p["metric"]], metrics["grpo", s][p["metric"]]) for s in (0, 1)]
+        diffs = [x - y for x, y in pairs if x is not None and y is not None]
+        assert (p["arm"], p["baseline"], p["n"]) == ("eapo", "grpo", len(diffs)) and p["diffs"] == pytest.approx(diffs)
+        if len(diffs) == 2:
+            mean, se = (diffs[0] + diffs[1]) / 2, abs(diffs[0] - diffs[1]) / 2
+            assert p["mean_diff"] == pytest.approx(mean)
+            assert p["ci95"] == pytest.approx([mean - 12.706205 * se, mean + 12.706205 * se], abs=1e-5 * (1 + se))
+            assert p["mde80"] == pytest.approx((12.706205 + 1.376382) * se, abs=1e-5 * (1 + se))
