@@ -12,13 +12,15 @@ no internals (Ray's bodies carry tracebacks, node IPs and actor ids; a 5xx keeps
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import TypeAdapter, ValidationError
 from ray.serve.llm.ingress import OpenAiIngress
 
 ROUTES = {("POST", "/v1/completions"): "completions", ("POST", "/v1/chat/completions"): "chat",
@@ -78,6 +80,38 @@ def _count(value: Any, default: int = 1) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
 
 
+@functools.cache
+def _field_adapter(kind: str, name: str) -> TypeAdapter | None:
+    """Pydantic's validator of field ``name`` of the request model Ray's route parses ``kind`` with."""
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+    field = (ChatCompletionRequest if kind == "chat" else CompletionRequest).model_fields.get(name)
+    if field is None:
+        return None
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
+
+
+def coerced(kind: str, body: dict, name: str) -> Any:
+    """``body[name]`` as the server will see it: after the same (lax) pydantic coercion FastAPI applies to
+    the route's request model (``"128"`` and ``128.0`` become ``128``). Unchanged when the model has no such
+    field or the value does not validate (the server then answers 400 naming the field)."""
+    value = body.get(name)
+    adapter = None if value is None else _field_adapter(kind, name)
+    if adapter is None:
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return value
+
+
+def _prompts(prompt: Any) -> int:
+    """Prompts in a (coerced) completions ``prompt``: a list of strings or of token lists is a batch."""
+    if isinstance(prompt, list) and prompt and not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return len(prompt)
+    return 1
+
+
 def request_error(kind: str, body: Any, s: GuardSettings) -> tuple[int, str, str | None] | None:
     """(status, message, param) for a request the server must refuse before any work, else None."""
     if not isinstance(body, dict):
@@ -89,18 +123,14 @@ def request_error(kind: str, body: Any, s: GuardSettings) -> tuple[int, str, str
     if bad is not None:
         return 400, f"field '{bad}' is not valid Unicode (lone surrogate)", bad
     for name in ("max_tokens", "max_completion_tokens"):
-        if _count(body.get(name), 0) > s.max_tokens:
-            return 400, f"'{name}' is {body[name]}, above this server's limit of {s.max_tokens}", name
-    prompts = 1
-    if kind == "completions":
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
-            prompts = len(prompt)
+        if _count(coerced(kind, body, name), 0) > s.max_tokens:
+            return 400, f"'{name}' is {body[name]!r:.40}, above this server's limit of {s.max_tokens}", name
+    prompts = _prompts(coerced(kind, body, "prompt")) if kind == "completions" else 1
     messages = body.get("messages") if kind == "chat" else None
     for i, message in enumerate(messages if isinstance(messages, list) else []):
         if isinstance(message, dict) and not _content_ok(message.get("content")):
             return 400, "message content must be a string, null or a list of content parts", f"messages.{i}.content"
-    n = max(_count(body.get("n")), _count(body.get("best_of")))
+    n = max(_count(coerced(kind, body, "n")), _count(coerced(kind, body, "best_of")))
     if prompts * n > s.max_sequences:
         return 400, (f"{prompts} prompt(s) x n={n} is {prompts * n} sequences, above this server's limit of "
                      f"{s.max_sequences} per request"), "n" if n > 1 else "prompt"
@@ -183,7 +213,7 @@ class Guard:
             refused = request_error(kind, body, self.s)
             if refused:
                 return await _send_json(send, refused[0], error_body(*refused))
-            receive = _replay(raw, receive)
+            receive, scope = _replay(raw, receive), _as_json(scope)
         rid = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
         await self.app(scope, receive, _cleaning_send(send, body, kind, rid))
 
@@ -199,6 +229,14 @@ async def _read_body(receive, cap: int) -> bytes | None:
         chunks.append(chunk)
         if message["type"] != "http.request" or not message.get("more_body"):
             return b"".join(chunks)
+
+
+def _as_json(scope: dict) -> dict:
+    """``scope`` with ``Content-Type: application/json``: the body parsed as JSON whatever the client declared
+    (plain ``curl -d`` sends form-urlencoded), as OpenAI's and vLLM's servers do. FastAPI would otherwise hand
+    the raw bytes to the request model, and Ray's validation-error handler fails on them with a 500."""
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+    return {**scope, "headers": headers + [(b"content-type", b"application/json")]}
 
 
 def _replay(raw: bytes, receive):

@@ -77,6 +77,12 @@ S = GuardSettings(api_key="k", models=("m",), max_body_bytes=1000, max_sequences
     ("chat", {"model": "m", "messages": [], "max_completion_tokens": 101}, 400, "max_completion_tokens"),
     ("completions", {"model": "m", "prompt": [[1]] * 9}, 400, "prompt"),
     ("completions", {"model": "m", "prompt": ["a", "b"], "n": 5}, 400, "n"),
+    # counted after the coercion the route's pydantic model applies (issue 17.10)
+    ("completions", {"model": "m", "prompt": ["a", "b"], "n": "5"}, 400, "n"),
+    ("completions", {"model": "m", "prompt": "x", "n": 9.0}, 400, "n"),
+    ("chat", {"model": "m", "messages": [], "n": "128"}, 400, "n"),
+    ("completions", {"model": "m", "prompt": "x", "max_tokens": "101"}, 400, "max_tokens"),
+    ("completions", {"model": "m", "prompt": [[1.0]] * 9}, 400, "prompt"),
 ])
 def test_request_errors_name_the_field(kind, body, status, param):
     assert request_error(kind, body, S)[0::2] == (status, param)
@@ -84,6 +90,8 @@ def test_request_errors_name_the_field(kind, body, status, param):
 
 def test_acceptable_requests_pass():
     assert request_error("completions", {"model": "m", "prompt": [1, 2, 3] * 50, "n": 8, "max_tokens": 100}, S) is None
+    assert request_error("completions", {"model": "m", "prompt": [1.0, 2.0] * 50, "n": "8"}, S) is None  # one prompt
+    assert request_error("completions", {"model": "m", "prompt": "x", "n": "two"}, S) is None  # the server's 400
     ok_parts = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "x"}}]
     assert request_error("chat", {"model": "m", "messages": [{"role": "user", "content": ok_parts}]}, S) is None
 

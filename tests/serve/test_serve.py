@@ -127,6 +127,8 @@ BAD_REQUESTS = [  # (route, body, status, param)
     ("completions", {"model": "tiny-a", "prompt": "7" * (2 << 20)}, 413, None),     # a 2 MB prompt
     ("completions", {"model": "tiny-a", "prompt": [[1, 2]] * 100, "n": 2}, 400, "n"),
     ("completions", {"model": "tiny-a", "prompt": [[1, 2]] * 129}, 400, "prompt"),
+    ("completions", {"model": "tiny-a", "prompt": [[1, 2]] * 100, "n": "2"}, 400, "n"),  # n coerced as the server does
+    ("chat/completions", {"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "n": 129.0}, 400, "n"),
 ]
 
 
@@ -136,6 +138,16 @@ def test_bad_requests_get_4xx_naming_the_field_without_internals(served, path, b
     assert resp.status_code == status, resp.text
     err = resp.json()["error"]
     assert err["param"] == param and err["message"] and not LEAKS.search(resp.text), resp.text
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_json_body_without_a_json_content_type_is_served(served, content_type):
+    """What ``curl -d`` sends (form-urlencoded), text/plain or no header: the body is read as JSON."""
+    url, key = served
+    resp = httpx.post(f"{url}/v1/completions", timeout=120,
+                      content=json.dumps({"model": "tiny-a", "prompt": "1+1=", "max_tokens": 2}).encode(),
+                      headers={"Authorization": f"Bearer {key}", **({"Content-Type": content_type} if content_type else {})})
+    assert resp.status_code == 200 and len(resp.json()["choices"]) == 1, resp.text
 
 
 def test_seeded_concurrent_load_does_not_kill_the_engine(served, client):
