@@ -37,7 +37,7 @@ class EvalConfig:
     max_tokens: int
     seed: int
     concurrency: int
-    max_retries: int
+    retry_for_s: float
     request_timeout_s: float
     prompt_template: str
     data_dir: Optional[str]
@@ -79,7 +79,7 @@ class EvalConfig:
                 "must contain {question} (where the problem goes)")
         require(bool(self.endpoint), "endpoint", "must not be empty")
         require(self.concurrency >= 1, "concurrency", f"must be >= 1, got {self.concurrency}")
-        require(self.max_retries >= 0, "max_retries", f"must be >= 0, got {self.max_retries}")
+        require(self.retry_for_s >= 0, "retry_for_s", f"must be >= 0 (0: no retries), got {self.retry_for_s}")
         require(self.max_tokens > 0, "max_tokens", f"must be > 0, got {self.max_tokens}")
         require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
         require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")

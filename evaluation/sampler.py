@@ -1,20 +1,31 @@
 """Concurrent sampling from an OpenAI-compatible endpoint: retries, a resumable disk cache, and
-``max_tokens`` fitted to the model's context per prompt (prompts that cannot fit are skipped, not fatal)."""
+``max_tokens`` fitted to the model's context per prompt (prompts that cannot fit are skipped, not fatal).
+
+Retries: a connection error, a timeout, 408, 429 or any 5xx is retried with exponential backoff (or the
+server's ``Retry-After``) until the request has failed for ``retry_for_s`` seconds, long enough for Ray
+Serve to replace a dead or hung engine (measured 43-49 s and 126 s); any other 4xx is never retried. One
+log line when requests start failing, one when the endpoint answers again.
+"""
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import random
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.benchmarks import Problem
 from evaluation.config import EvalConfig
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+RETRYABLE_STATUS = {408, 429}  # and every 5xx
 FATAL_STATUS = {401, 403, 404}
+MAX_BACKOFF_S = 10.0
+logger = logging.getLogger(__name__)
 
 
 class EndpointError(RuntimeError):
@@ -109,33 +120,84 @@ async def _request(client, cfg: EvalConfig, prompt: str, n: int, max_tokens: int
     return texts, (resp.usage.prompt_tokens if resp.usage else 0)
 
 
-async def _with_retries(cfg: EvalConfig, problem: Problem, call):
-    """``await call()`` with retries of transient failures; a 4xx other than 401/403/404 returns its message."""
+class Outage:
+    """Shared by the requests of one evaluation: logs one line when requests start failing transiently
+    (not one per request or per retry) and one when a request succeeds again."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.url, self.retry_for_s, self.since = base_url(cfg.endpoint), cfg.retry_for_s, None
+
+    def failing(self, error: str) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning("evaluation: %s is not answering (%s); retrying each request for up to %.0f s "
+                           "(retry_for_s) while the server recovers", self.url, error, self.retry_for_s)
+
+    def answered(self) -> None:
+        if self.since is not None:
+            logger.warning("evaluation: %s answers again after %.0f s", self.url, time.monotonic() - self.since)
+            self.since = None
+
+
+def _retry_after(exc) -> float | None:
+    """The response's ``Retry-After`` in seconds (the delta-seconds form), else None."""
+    try:
+        value = float(exc.response.headers.get("retry-after"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+def _describe(exc) -> str:
     import openai
 
-    for attempt in range(cfg.max_retries + 1):
+    if isinstance(exc, openai.APIStatusError):
+        message = re.sub(r"^Error code: \d+ - ", "", str(exc.message))
+        return f"HTTP {exc.status_code}: {message[:200]}"
+    return f"{type(exc).__name__}: {exc.__cause__ or exc}"[:300]
+
+
+async def _with_retries(cfg: EvalConfig, problem: Problem, call, outage: Outage | None = None):
+    """``await call()``, retrying transient failures (see the module docstring) for ``cfg.retry_for_s``;
+    a 4xx other than 401/403/404 returns its message; ``EndpointError`` when the retries run out."""
+    import openai
+
+    outage = outage or Outage(cfg)
+    first_failure, attempt = None, 0
+    while True:
         try:
-            return await call()
+            result = await call()
         except openai.APIStatusError as exc:
             if exc.status_code in FATAL_STATUS:
                 raise EndpointError(f"{base_url(cfg.endpoint)} refused {problem.id} with HTTP {exc.status_code}: "
                                     f"{exc.message}") from None
             if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
                 return str(exc.message)
-            error = exc
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            error = exc
-        if attempt == cfg.max_retries:
-            raise EndpointError(f"request for {problem.id} to {base_url(cfg.endpoint)} failed after "
-                                f"{cfg.max_retries} retries: {error}") from None
-        await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt) * (0.5 + random.random()))
+            error, wait = exc, _retry_after(exc)
+        except openai.APIConnectionError as exc:  # includes APITimeoutError
+            error, wait = exc, None
+        else:
+            outage.answered()
+            return result
+        now = time.monotonic()
+        first_failure = now if first_failure is None else first_failure
+        left = cfg.retry_for_s - (now - first_failure)
+        if left <= 0:
+            raise EndpointError(f"request for {problem.id} to {base_url(cfg.endpoint)} still failing after "
+                                f"{now - first_failure:.0f} s of retries (retry_for_s={cfg.retry_for_s:g}): "
+                                f"{_describe(error)}") from None
+        outage.failing(_describe(error))
+        if wait is None:  # no word from the server: exponential backoff with jitter
+            wait, attempt = min(MAX_BACKOFF_S, 0.5 * 2 ** attempt) * (0.5 + random.random()), attempt + 1
+        await asyncio.sleep(max(0.05, min(wait, MAX_BACKOFF_S, left)))
 
 
-async def _fitted_max_tokens(client, cfg: EvalConfig, problem: Problem, context: int | None):
+async def _fitted_max_tokens(client, cfg: EvalConfig, problem: Problem, context: int | None, outage: Outage):
     """``cfg.max_tokens`` capped to what fits after the prompt; None if nothing fits; a str if rejected."""
     if context is None or len(problem.prompt.encode()) + 64 + cfg.max_tokens <= context:
         return cfg.max_tokens  # a token is at least a byte: fits whatever the tokenizer and template
-    probe = await _with_retries(cfg, problem, lambda: _request(client, cfg, problem.prompt, 1, 1, temperature=0.0))
+    probe = await _with_retries(cfg, problem, lambda: _request(client, cfg, problem.prompt, 1, 1, temperature=0.0),
+                                outage)
     if isinstance(probe, str):
         return None if "context" in probe.lower() or "too long" in probe.lower() else probe
     room = context - probe[1]
@@ -148,15 +210,16 @@ async def sample_all(cfg: EvalConfig, jobs: list[tuple[Problem, int]], cache: Re
     client = make_client(cfg)
     sem = asyncio.Semaphore(cfg.concurrency)
     skipped = Skipped()
+    outage = Outage(cfg)
 
     async def one(problem: Problem, n: int) -> list[str] | None:
         key = request_key(cfg, problem.prompt, n)
         texts = cache.entries.get(key)
         if texts is None:
             async with sem:
-                max_tokens = await _fitted_max_tokens(client, cfg, problem, context)
+                max_tokens = await _fitted_max_tokens(client, cfg, problem, context, outage)
                 out = max_tokens if not isinstance(max_tokens, int) else await _with_retries(
-                    cfg, problem, lambda: _request(client, cfg, problem.prompt, n, max_tokens))
+                    cfg, problem, lambda: _request(client, cfg, problem.prompt, n, max_tokens), outage)
             if out is None:
                 skipped.too_long.add(problem.id)
             elif isinstance(out, str):

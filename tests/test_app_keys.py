@@ -30,7 +30,7 @@ def nested(key: str, value) -> dict:
 
 
 EVAL_INVALID = {"endpoint": "", "model": "", "api": "soap", "benchmarks": ["nope"], "k": 0, "n": 1, "limit": 0,
-                "temperature": -1, "top_p": 0, "max_tokens": 0, "concurrency": 0, "max_retries": -1,
+                "temperature": -1, "top_p": 0, "max_tokens": 0, "concurrency": 0, "retry_for_s": -1,
                 "request_timeout_s": 0, "prompt_template": "no placeholder", "verifier_timeout_s": 0, "plot": "yes"}
 EVAL_FREE_FORM = {"api_key", "seed", "data_dir", "output_dir", "cache_dir"}
 SERVE_INVALID = {

@@ -69,7 +69,7 @@ def fake_server():
 
 def test_evaluate_end_to_end(fake_server, tmp_path):
     cfg = {"endpoint": f"http://127.0.0.1:{fake_server.port}", "model": "fake", "benchmarks": ["aime24", "math500"],
-           "k": 2, "n": 4, "limit": 3, "output_dir": str(tmp_path), "concurrency": 4, "max_retries": 3}
+           "k": 2, "n": 4, "limit": 3, "output_dir": str(tmp_path), "concurrency": 4, "retry_for_s": 30}
     res = evaluate(cfg)
     for b in ("aime24", "math500"):
         m = res["benchmarks"][b]
