@@ -11,21 +11,23 @@ no internals (Ray's bodies carry tracebacks, node IPs and actor ids; a 5xx keeps
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 from ray.serve.llm.ingress import OpenAiIngress
 
+from serve.health import RETRY_AFTER_S, EngineHealth
+
 ROUTES = {("POST", "/v1/completions"): "completions", ("POST", "/v1/chat/completions"): "chat",
           ("GET", "/v1/models"): "models"}
-TYPES = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large"}
+TYPES = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large", 503: "service_unavailable"}
+UNAVAILABLE = (f"model {{model!r}} is unavailable: its engine does not answer and Serve is replacing it; retry "
+               f"after {RETRY_AFTER_S} s")
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ def clean_error(status: int, raw: bytes, body: Any, kind: str, request_id: str) 
 async def _send_json(send, status: int, payload: dict, request_id: bytes = b"") -> None:
     data = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    headers += [(b"retry-after", str(RETRY_AFTER_S).encode())] if status == 503 else []
     await send({"type": "http.response.start", "status": status,
                 "headers": headers + ([(b"x-request-id", request_id)] if request_id else [])})
     await send({"type": "http.response.body", "body": data})
@@ -186,15 +189,15 @@ async def _send_json(send, status: int, payload: dict, request_id: bytes = b"") 
 class Guard:
     """ASGI middleware: see the module docstring."""
 
-    def __init__(self, app, settings: GuardSettings, ready):
-        self.app, self.s, self.ready = app, settings, ready
+    def __init__(self, app, settings: GuardSettings, health: EngineHealth):
+        self.app, self.s, self.health = app, settings, health
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         method, path = scope["method"], scope["path"]
         if path == "/health":
-            ok = await self.ready()
+            ok = await self.health.ready()
             return await _send_json(send, 200 if ok else 503, {"status": "ok" if ok else "unavailable"})
         if not authorized(scope.get("headers", []), self.s.api_key):
             return await _send_json(send, 401, error_body(401, "missing or invalid API key (send 'Authorization: Bearer <key>')"))
@@ -213,9 +216,12 @@ class Guard:
             refused = request_error(kind, body, self.s)
             if refused:
                 return await _send_json(send, refused[0], error_body(*refused))
+            model = body.get("model")
+            if isinstance(model, str) and self.health.failing(model):
+                return await _send_json(send, 503, error_body(503, UNAVAILABLE.format(model=model[:100])))
             receive, scope = _replay(raw, receive), _as_json(scope)
         rid = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
-        await self.app(scope, receive, _cleaning_send(send, body, kind, rid))
+        await self.app(scope, receive, _cleaning_send(send, body, kind, rid, self.health))
 
 
 async def _read_body(receive, cap: int) -> bytes | None:
@@ -247,8 +253,9 @@ def _replay(raw: bytes, receive):
     return replayed
 
 
-def _cleaning_send(send, body: Any, kind: str, rid: bytes):
-    """Pass 2xx/3xx through; buffer an error response (first 64 KiB) and send its cleaned form."""
+def _cleaning_send(send, body: Any, kind: str, rid: bytes, health: EngineHealth):
+    """Pass 2xx/3xx through; buffer an error response (first 64 KiB) and send its cleaned form; a 5xx for a
+    model whose engine fails a fresh probe (killed: Ray answers 500 until Serve replaces it) becomes a 503."""
     held: dict = {}
 
     async def wrapped(message):
@@ -263,34 +270,25 @@ def _cleaning_send(send, body: Any, kind: str, rid: bytes):
             held["size"] += len(chunk)
         if not message.get("more_body"):
             status = held["start"]["status"]
+            model = body.get("model") if isinstance(body, dict) else None
+            if status >= 500 and status != 503 and isinstance(model, str) and not await health.recheck(model):
+                return await _send_json(send, 503, error_body(503, UNAVAILABLE.format(model=model[:100])), rid)
             clean = clean_error(status, b"".join(held["chunks"]), body, kind, rid.decode("latin-1"))
             await _send_json(send, status, clean, rid)
     return wrapped
 
 
 class GuardedIngress(OpenAiIngress):
-    """Ray's ``OpenAiIngress`` with ``Guard`` as the outermost middleware and a readiness-backed ``/health``."""
+    """Ray's ``OpenAiIngress`` with ``Guard`` as the outermost middleware and ``EngineHealth`` behind
+    ``/health`` and the fast 503s."""
 
     def __init__(self, llm_deployments, model_cards, *, guard: dict, probe_timeout_s: float = 10.0, **kwargs):
         super().__init__(llm_deployments, model_cards, **kwargs)
         self._settings = GuardSettings(**{**guard, "models": tuple(model_cards)})
-        self._probe_timeout, self._ready_state, self._ready_lock = probe_timeout_s, (0.0, False), None
+        probes = {m: h.check_health.remote for m, h in self._default_serve_handles.items()}
+        # a hung engine's own probe raises after probe_timeout_s; waiting longer means queued, not failed
+        self._health = EngineHealth(probes, wait_s=probe_timeout_s + 5)
 
     def _set_asgi_app(self, app) -> None:  # Serve hands us the FastAPI app before it starts
-        app.add_middleware(Guard, settings=self._settings, ready=self._ready)
+        app.add_middleware(Guard, settings=self._settings, health=self._health)
         super()._set_asgi_app(app)
-
-    async def _ready(self) -> bool:
-        """Whether every model has a replica whose engine answers (cached for 2 s, probes bounded)."""
-        self._ready_lock = self._ready_lock or asyncio.Lock()
-        async with self._ready_lock:
-            checked_at, ok = self._ready_state
-            if time.monotonic() - checked_at > 2.0:
-                probes = [h.check_health.remote() for h in self._default_serve_handles.values()]
-                try:
-                    await asyncio.wait_for(asyncio.gather(*probes), self._probe_timeout)
-                    ok = True
-                except Exception:  # noqa: BLE001 - any failure means not ready
-                    ok = False
-                self._ready_state = (time.monotonic(), ok)
-            return ok
