@@ -247,7 +247,8 @@ def _engine_pid(replica_title: str, wait_s: float = 30.0) -> int:
 
 
 def test_dead_or_hung_engines_are_replaced(served, client):
-    """Kill tiny-a's engine and freeze live's: Serve's health checks fail and both replicas are replaced."""
+    """Kill tiny-a's engine and freeze live's: Serve's health checks fail and both replicas are replaced;
+    meanwhile their requests get 503 + Retry-After (no 500s) and /health answers within a second."""
     url, _ = served
     killed, frozen = _engine_pid("ray::ServeReplica:eapo-llm:ProbedLLMServer:tiny-a"), \
         _engine_pid("ray::ServeReplica:eapo-llm:ProbedLLMServer:live")
@@ -255,16 +256,24 @@ def test_dead_or_hung_engines_are_replaced(served, client):
     os.kill(frozen, signal.SIGSTOP)
     try:
         fast = client.with_options(timeout=10)
-        pending, deadline = {"tiny-a", "live"}, time.monotonic() + 300
+        pending, deadline, unavailable, slowest_health = {"tiny-a", "live"}, time.monotonic() + 300, set(), 0.0
         while pending:
             assert time.monotonic() < deadline, f"not replaced within 300 s: {pending}"
             for model in sorted(pending):
                 try:
                     fast.completions.create(model=model, prompt="1", max_tokens=2)
                     pending.discard(model)
-                except openai.APIError as err:
+                except openai.APITimeoutError:
+                    assert model == "live"  # the frozen engine, until its probe times out
+                except openai.APIStatusError as err:  # never a 500: 503 + Retry-After, at once
+                    assert err.status_code == 503 and err.response.headers.get("retry-after"), (model, err.body)
                     assert not LEAKS.search(str(getattr(err, "body", "") or "")), err.body
+                    unavailable.add(model)
+            start = time.monotonic()
+            httpx.get(url + "/health", timeout=30)
+            slowest_health = max(slowest_health, time.monotonic() - start)
             time.sleep(2)
+        assert unavailable == {"tiny-a", "live"} and slowest_health < 1.0, (unavailable, slowest_health)
         assert httpx.get(url + "/health", timeout=60).json() == {"status": "ok"}
     finally:
         try:
