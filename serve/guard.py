@@ -5,9 +5,11 @@ anything). In order: ``GET /health`` answers without a key and reveals nothing b
 every other route needs ``Authorization: Bearer <key>`` (any header bytes, constant-time compare);
 only the OpenAI routes below exist; bodies over ``max_body_bytes`` get 413; the JSON is checked for
 what Ray and vLLM would turn into a 500 or unbounded work (unknown model, lone surrogates, malformed
-chat content, ``prompts x n`` and ``max_tokens`` over the limits). Every error response leaving the
-server is rewritten to ``{"error": {message, type, param, code}}`` with ``param`` naming the field and
-no internals (Ray's bodies carry tracebacks, node IPs and actor ids; a 5xx keeps only its request id).
+chat content, ``prompts x n`` and ``max_tokens`` over the limits, counted after the route model's own
+coercion); the body is JSON whatever its Content-Type. A model whose engine failed its probe
+(``serve.health``) gets 503 + Retry-After at once, as does an engine 5xx that a fresh probe confirms.
+Every error response leaving the server is rewritten to ``{"error": {message, type, param, code}}`` with
+``param`` naming the field and no internals (Ray's bodies carry tracebacks, node IPs and actor ids; a 5xx keeps only its request id).
 """
 from __future__ import annotations
 
