@@ -9,7 +9,8 @@ chat content, ``prompts x n`` and ``max_tokens`` over the limits, counted after 
 coercion); the body is JSON whatever its Content-Type. A model whose engine failed its probe
 (``serve.health``) gets 503 + Retry-After at once, as does an engine 5xx that a fresh probe confirms.
 Every error response leaving the server is rewritten to ``{"error": {message, type, param, code}}`` with
-``param`` naming the field and no internals (Ray's bodies carry tracebacks, node IPs and actor ids; a 5xx keeps only its request id).
+``param`` naming the field and no internals (Ray's bodies carry tracebacks, node IPs and actor ids; a 5xx
+keeps only its request id).
 """
 from __future__ import annotations
 

@@ -144,9 +144,9 @@ def test_bad_requests_get_4xx_naming_the_field_without_internals(served, path, b
 def test_json_body_without_a_json_content_type_is_served(served, content_type):
     """What ``curl -d`` sends (form-urlencoded), text/plain or no header: the body is read as JSON."""
     url, key = served
-    resp = httpx.post(f"{url}/v1/completions", timeout=120,
-                      content=json.dumps({"model": "tiny-a", "prompt": "1+1=", "max_tokens": 2}).encode(),
-                      headers={"Authorization": f"Bearer {key}", **({"Content-Type": content_type} if content_type else {})})
+    headers = {"Authorization": f"Bearer {key}"} | ({"Content-Type": content_type} if content_type else {})
+    resp = httpx.post(f"{url}/v1/completions", timeout=120, headers=headers,
+                      content=json.dumps({"model": "tiny-a", "prompt": "1+1=", "max_tokens": 2}).encode())
     assert resp.status_code == 200 and len(resp.json()["choices"]) == 1, resp.text
 
 
