@@ -132,7 +132,7 @@ def _validate_sizes(c: Config) -> None:
     non_negative = {
         "seed": c.seed, "heldout.size": c.heldout.size, "heldout.every": c.heldout.every,
         "heldout.sample_k": c.heldout.sample_k,
-        "trainer.max_failures": c.trainer.max_failures,
+        "trainer.max_failures": c.trainer.max_failures, "trainer.grad_check_every": c.trainer.grad_check_every,
         "warm_start.steps": c.warm_start.steps, "rollout.staleness": c.rollout.staleness,
         "rollout.cpus_per_actor": c.rollout.cpus_per_actor, "rollout.gpus_per_actor": c.rollout.gpus_per_actor,
         "trainer.weight_decay": c.trainer.weight_decay,
@@ -228,6 +228,8 @@ def _validate_trainer(c: Config) -> None:
     per_rank = t.prompts_per_step // t.num_workers * c.rollout.n
     require(per_rank % t.mini_batches_per_step == 0, "trainer.mini_batches_per_step",
             f"must divide the {per_rank} responses each worker trains on per step")
+    require(not (t.grad_check_every and t.zero_stage == 3), "trainer.grad_check_every",
+            f"{t.grad_check_every} needs the full parameters on every rank: set it to 0 with trainer.zero_stage=3")
     mini = per_rank // t.mini_batches_per_step
     require(mini % min(t.micro_batch_size, mini) == 0, "trainer.micro_batch_size",
             f"must divide the mini-batch of {mini} responses per worker")
