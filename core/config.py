@@ -57,6 +57,7 @@ class WarmStartConfig:
     lr: float
     num_examples: int
     carry_noise: float
+    fact_noise: float
 
 
 @dataclass

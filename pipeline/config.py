@@ -141,6 +141,7 @@ def _validate_sizes(c: Config) -> None:
         require(value >= 0, name, f"must be >= 0, got {value}")
     require(bool(c.run_dir), "run_dir", "must not be empty")
     require(0 <= c.warm_start.carry_noise <= 1, "warm_start.carry_noise", "must be in [0, 1]")
+    require(0 <= c.warm_start.fact_noise <= 1, "warm_start.fact_noise", "must be in [0, 1]")
     require(1 <= c.task.digits <= 9, "task.digits", f"must be in [1, 9], got {c.task.digits}")
     require(0 < c.task.heldout_fraction < 1, "task.heldout_fraction", f"must be in (0, 1), got {c.task.heldout_fraction}")
 
