@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from core.cli import app
+from core.cli import app, fail
 from core.config_files import CONFIG_DIR
 from core.typed import ConfigError
 from pipeline import config as config_mod
@@ -106,6 +106,10 @@ def main(hydra_cfg: DictConfig) -> None:
     from pipeline.run import fail_cleanly
 
     c = OmegaConf.to_container(hydra_cfg.credit_check)
+    if not (isinstance(c["prompts"], int) and c["prompts"] >= 1):
+        fail(f"credit_check.prompts: must be an integer >= 1, got {c['prompts']!r}")
+    if not (isinstance(c["max_cosine"], (int, float)) and -1 <= c["max_cosine"] <= 1):
+        fail(f"credit_check.max_cosine: must be a number in [-1, 1], got {c['max_cosine']!r}")
     job = OmegaConf.to_container(hydra_cfg, resolve=True)
     job.pop("credit_check")
     try:
