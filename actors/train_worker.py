@@ -17,7 +17,7 @@ from actors.checkpoint import load_trainer_state, save_checkpoint
 from actors.periodic_eval import evaluate_checkpoint
 from actors.reward import verdict_counts
 from actors.train_warnings import NothingTrainedWarnings
-from actors.update import update
+from actors.update import grad_check_due, update
 from actors.weights import STORE_NAME, full_state_dict
 from core.batch import collate
 from core.config import Config, shards_per_step
@@ -247,7 +247,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         shards = list(rows["payload"])
         batch = collate(shards, pad_id)
         algo.begin_step(step, cfg.trainer.total_steps)
-        result = update(engine, algo, batch, cfg, world, micro, reference)
+        result = update(engine, algo, batch, cfg, world, micro, reference, grad_check_due(cfg, step))
         adv_tok = batch.advantages[:, None] * batch.response_mask
         diag = algo.diagnostics(adv_tok, result.credit, result.entropy, batch.response_mask, batch.group_ids)
         train_s = time.perf_counter() - t_train

@@ -40,6 +40,7 @@ import torch.distributed as dist
 from actors.no_signal import signal_tokens, step_or_skip
 from actors.policy_forward import old_policy_stats, policy_logprobs_entropy
 from losses import Credit, Normalizer
+from losses.grad_checks import credit_grad_checks
 from losses.is_correction import truncated_is_weights
 
 
@@ -66,6 +67,26 @@ def local_grad_norm(engine) -> float:
     if not grads:
         return 0.0
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+def grad_check_due(cfg, step: int) -> bool:
+    """Whether 0-based RL step ``step`` measures the manipulation checks (``trainer.grad_check_every``, 0 = never):
+    the exact shaped-vs-plain gradient cosine and per-quadrant gradient shares of :mod:`losses.grad_checks`, on
+    this rank's first micro-batch (five extra backward passes of it)."""
+    every = cfg.trainer.grad_check_every
+    return bool(every) and step % every == 0
+
+
+def _grad_checks(engine, part, cfg, old_entropy, credit: Credit) -> dict[str, float]:
+    """losses.grad_checks on one micro-batch, before its update (π_θ = π_old there, the ratio is 1); credit without
+    the IS weight (it scales shaped and plain alike). Its own forward through the bare module: DeepSpeed's engine
+    hooks its outputs' backward (gradient-accumulation scaling, ZeRO reduction), which the checks must not touch."""
+    kw = forward_kwargs(cfg)
+    logprobs = engine.module(part, kw["group_size"], kw["temperature"], kw["chunk_size"])[0]
+    params = [p for p in engine.module.parameters() if p.requires_grad]
+    plain = part.advantages[:, None].to(logprobs.dtype) * part.response_mask
+    return credit_grad_checks(logprobs, plain, credit.advantages * credit.token_weight, old_entropy,
+                              part.response_mask, part.group_ids, params)
 
 
 def is_correction_on(cfg) -> bool:
@@ -133,11 +154,14 @@ class _OptimizerStep:
 
 
 def _micro_loss(engine, algo, part, old_lp, credit: Credit, norm, cfg, stats: _Stats, opt: _OptimizerStep,
-                logprobs=None, entropy=None, reference=None) -> None:
+                logprobs=None, entropy=None, reference=None, check_entropy=None) -> None:
     """Loss of one micro-batch, backward and ``engine.step()``; at the accumulation boundary the optimizer step
-    is taken only if a token of the step carried signal on some rank (:mod:`actors.no_signal`)."""
+    is taken only if a token of the step carried signal on some rank (:mod:`actors.no_signal`).
+    ``check_entropy`` (old-policy entropies [b, T]): measure the manipulation checks on this micro-batch first."""
     if logprobs is None:
         logprobs, entropy = policy_forward(engine, part, cfg)
+    if check_entropy is not None:
+        stats.add(**_grad_checks(engine, part, cfg, check_entropy, credit))
     opt.local_signal += signal_tokens(credit, part.response_mask)
     weights = importance_weights(cfg, old_lp, part)
     if weights is not None:
@@ -184,7 +208,7 @@ def signal_stats(steps: list[_OptimizerStep], first_epoch: int) -> dict[str, flo
             "train/skipped_optimizer_steps": float(sum(o.signal == 0 for o in steps))}
 
 
-def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
+def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=None, check=False) -> UpdateResult:
     """One optimizer step, one forward per micro-batch of whole groups (see module docstring)."""
     stats, opt = _Stats(), _OptimizerStep()
     norm = _normalizer(batch.response_mask, cfg, algo, world, batch.size // micro)
@@ -195,7 +219,8 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=Non
         old_lp, old_ent = lp.detach(), ent.detach()
         adv_tok = part.advantages[:, None] * part.response_mask
         credit = algo.shape_credit(adv_tok, old_ent, old_lp, part.response_mask, part.group_ids)
-        _micro_loss(engine, algo, part, old_lp, credit, norm, cfg, stats, opt, lp, ent, reference)
+        _micro_loss(engine, algo, part, old_lp, credit, norm, cfg, stats, opt, lp, ent, reference,
+                    old_ent if check and u0 == 0 else None)
         parts.append((old_lp, old_ent, credit))
     _finish_optimizer_step(engine, stats, opt)
     credit = Credit(torch.cat([p[2].advantages for p in parts]), torch.cat([p[2].token_weight for p in parts]))
@@ -203,7 +228,7 @@ def fused_update(engine, algo, batch, cfg, world: int, micro: int, reference=Non
                         {**stats.means(), **signal_stats([opt], 1)})
 
 
-def separate_update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
+def separate_update(engine, algo, batch, cfg, world: int, micro: int, reference=None, check=False) -> UpdateResult:
     """Old-policy pass, batch-wide credit, then epochs × mini-batches of optimizer steps."""
     t = cfg.trainer
     old_lp, old_ent = old_policy_stats(engine, batch, micro, **forward_kwargs(cfg))
@@ -217,14 +242,16 @@ def separate_update(engine, algo, batch, cfg, world: int, micro: int, reference=
             steps.append(_OptimizerStep())
             for u0 in range(m0, m0 + mini, micro):
                 sub = slice(u0, u0 + micro)
+                first = check and len(steps) == 1 and u0 == 0
                 _micro_loss(engine, algo, batch.rows(sub), old_lp[sub], credit[sub], norm, cfg, stats, steps[-1],
-                            reference=reference)
+                            reference=reference, check_entropy=old_ent[sub] if first else None)
             _finish_optimizer_step(engine, stats, steps[-1])
     return UpdateResult(old_lp, old_ent, credit, {**stats.means(), **signal_stats(steps, t.mini_batches_per_step)})
 
 
-def update(engine, algo, batch, cfg, world: int, micro: int, reference=None) -> UpdateResult:
+def update(engine, algo, batch, cfg, world: int, micro: int, reference=None, check=False) -> UpdateResult:
     """The step's update by the fused path when it is exact, else the separate one; ``reference``: the
-    frozen KL reference policy (None without a KL term)."""
+    frozen KL reference policy (None without a KL term); ``check``: measure the manipulation checks
+    (:func:`grad_check_due`) on the first micro-batch, where π_θ = π_old."""
     path = fused_update if fused(cfg, algo, micro) else separate_update
-    return path(engine, algo, batch, cfg, world, micro, reference)
+    return path(engine, algo, batch, cfg, world, micro, reference, check)

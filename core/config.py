@@ -57,6 +57,7 @@ class WarmStartConfig:
     lr: float
     num_examples: int
     carry_noise: float
+    fact_noise: float
 
 
 @dataclass
@@ -120,6 +121,7 @@ class TrainerConfig:
     is_cap: float
     max_failures: int
     data_timeout_s: float
+    grad_check_every: int
 
 
 @dataclass

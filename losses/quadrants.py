@@ -49,8 +49,8 @@ def quadrant_diagnostics(advantages, shaped_signal, entropy, response_mask, grou
     gradient is multiplied by); entropy [B, T]. With N≠0 the response tokens with Â ≠ 0 (the union of
     the quadrants) and N the response tokens, for each quadrant Q:
       token_share  = |Q| / N≠0                    entropy_mean = mean_{Q} H
-      adv_abs_mean = mean_{Q} |Â|                 signal_share = Σ_Q |Â_shaped·w| / Σ_{Â≠0} |Â_shaped·w|
-    so the four token shares (and signal shares) sum to 1 when N≠0 > 0, else all are 0; plus
+      adv_abs_mean = mean_{Q} |Â|                 adv_mass_share = Σ_Q |Â_shaped·w| / Σ_{Â≠0} |Â_shaped·w|
+    so the four token shares (and advantage-mass shares) sum to 1 when N≠0 > 0, else all are 0; plus
       quadrant/zero/token_share = (N − N≠0) / N   (tokens in no quadrant; 0 when N = 0).
     """
     masks = quadrant_masks(advantages, entropy, response_mask, group_ids)
@@ -65,6 +65,6 @@ def quadrant_diagnostics(advantages, shaped_signal, entropy, response_mask, grou
         out[f"quadrant/{q}/token_share"] = _safe_ratio(n, n_signed)
         out[f"quadrant/{q}/entropy_mean"] = _safe_ratio(h[qm].sum(), n)
         out[f"quadrant/{q}/adv_abs_mean"] = _safe_ratio(a[qm].sum(), n)
-        out[f"quadrant/{q}/signal_share"] = _safe_ratio(s[qm].sum(), total_signal)
+        out[f"quadrant/{q}/adv_mass_share"] = _safe_ratio(s[qm].sum(), total_signal)
     out["quadrant/zero/token_share"] = _safe_ratio(n_all - n_signed, n_all)
     return out

@@ -132,7 +132,7 @@ def _validate_sizes(c: Config) -> None:
     non_negative = {
         "seed": c.seed, "heldout.size": c.heldout.size, "heldout.every": c.heldout.every,
         "heldout.sample_k": c.heldout.sample_k,
-        "trainer.max_failures": c.trainer.max_failures,
+        "trainer.max_failures": c.trainer.max_failures, "trainer.grad_check_every": c.trainer.grad_check_every,
         "warm_start.steps": c.warm_start.steps, "rollout.staleness": c.rollout.staleness,
         "rollout.cpus_per_actor": c.rollout.cpus_per_actor, "rollout.gpus_per_actor": c.rollout.gpus_per_actor,
         "trainer.weight_decay": c.trainer.weight_decay,
@@ -141,6 +141,7 @@ def _validate_sizes(c: Config) -> None:
         require(value >= 0, name, f"must be >= 0, got {value}")
     require(bool(c.run_dir), "run_dir", "must not be empty")
     require(0 <= c.warm_start.carry_noise <= 1, "warm_start.carry_noise", "must be in [0, 1]")
+    require(0 <= c.warm_start.fact_noise <= 1, "warm_start.fact_noise", "must be in [0, 1]")
     require(1 <= c.task.digits <= 9, "task.digits", f"must be in [1, 9], got {c.task.digits}")
     require(0 < c.task.heldout_fraction < 1, "task.heldout_fraction", f"must be in (0, 1), got {c.task.heldout_fraction}")
 
@@ -228,6 +229,8 @@ def _validate_trainer(c: Config) -> None:
     per_rank = t.prompts_per_step // t.num_workers * c.rollout.n
     require(per_rank % t.mini_batches_per_step == 0, "trainer.mini_batches_per_step",
             f"must divide the {per_rank} responses each worker trains on per step")
+    require(not (t.grad_check_every and t.zero_stage == 3), "trainer.grad_check_every",
+            f"{t.grad_check_every} needs the full parameters on every rank: set it to 0 with trainer.zero_stage=3")
     mini = per_rank // t.mini_batches_per_step
     require(mini % min(t.micro_batch_size, mini) == 0, "trainer.micro_batch_size",
             f"must divide the mini-batch of {mini} responses per worker")

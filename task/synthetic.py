@@ -36,19 +36,21 @@ class Problem:
         boxed format from the warm start, and shorter prompts keep CPU steps cheap."""
         return f"What is {self.a}+{self.b}?"
 
-    def solution(self, drop_carries: bool = False) -> str:
+    def solution(self, drop_carries: bool = False, slips: tuple[int, ...] = ()) -> str:
         """Reference response: column addition from the ones digit, carries included, then the box.
 
         ``347+285`` -> ``7+5=12 4+8+1=13 3+2+1=6 \\boxed{632}``. Each step is a one-digit fact,
         so the skill generalises to unseen operands; a wrong step anywhere makes the answer wrong.
         ``drop_carries=True`` writes the classic flawed variant that forgets every carry
         (``7+5=12 4+8=12 3+2=5 \\boxed{522}``): the imperfect demonstrations of the warm start.
+        ``slips[i]`` (from the ones column) is added to column i's written total, a wrong digit fact that the
+        rest of the working follows (``slips=(0, 1)``: ``7+5=12 4+8+1=14 3+2+1=6 \\boxed{642}``).
         """
         da, db = str(self.a)[::-1], str(self.b)[::-1]
         steps, carry, digits = [], 0, []
         for i in range(max(len(da), len(db))):
             x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
-            total = x + y + carry
+            total = min(19, max(0, x + y + carry + (slips[i] if i < len(slips) else 0)))
             steps.append(f"{x}+{y}+{carry}={total}" if carry else f"{x}+{y}={total}")
             carry, digits = (0 if drop_carries else total // 10), digits + [str(total % 10)]
         value = (str(carry) if carry else "") + "".join(reversed(digits))

@@ -2,7 +2,9 @@
 
 RL needs a policy whose samples are sometimes right: a random tiny model never writes
 ``\\boxed{...}``. The warm start teaches column addition from demonstrations of which a fraction
-``carry_noise`` forget every carry (noisy SFT data, as real data often is). The policy learns the
+``carry_noise`` forget every carry (noisy SFT data, as real data often is), and each column's digit fact
+is off by one with probability ``fact_noise`` (0 by default; the study task's warm start uses it so that the
+digit facts, not only the carries, stay uncertain: many tokens with mid-range entropy that decide the reward). The policy learns the
 procedure well but carries unreliably: the carry is a high-entropy "forking" token where it is
 usually wrong, so greedy accuracy sits near the share of carry-free problems. The verifier's
 reward is what tells RL which branch is right. The result is cached under
@@ -75,8 +77,10 @@ def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int,
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     problems = sample_problems(ws.num_examples, seed + 7, task.digits, "train", task.heldout_fraction)
-    flawed = random.Random(seed + 11)
-    examples = [_encode(tok, p.question, p.solution(drop_carries=flawed.random() < ws.carry_noise)) for p in problems]
+    flawed, slipped = random.Random(seed + 11), random.Random(seed + 13)
+    examples = [_encode(tok, p.question, p.solution(drop_carries=flawed.random() < ws.carry_noise,
+                                                    slips=_fact_slips(slipped, task.digits, ws.fact_noise)))
+                for p in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, ws.steps))
     gen = torch.Generator().manual_seed(seed)
@@ -92,6 +96,14 @@ def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int,
         if step % 100 == 0 or step == ws.steps - 1:
             log(f"[warm start] step {step} loss {loss.item():.4f}")
     model.save_pretrained(path, safe_serialization=True)
+
+
+def _fact_slips(rng: random.Random, digits: int, fact_noise: float) -> tuple[int, ...]:
+    """Per column: ±1 with probability ``fact_noise`` (a misremembered digit fact), else 0. With 0 no draw is
+    made, so the other demonstrations are those of a run without the key."""
+    if not fact_noise:
+        return ()
+    return tuple(rng.choice((-1, 1)) if rng.random() < fact_noise else 0 for _ in range(digits))
 
 
 def _warmup_cosine(step: int, total: int, warmup: int = 50) -> float:

@@ -252,3 +252,26 @@ def test_kl_reference_is_built_only_for_a_kl_term(policy):
     engine = engine_for(cfg, policy, 8, 2)
     with pytest.raises(ValueError, match="^kl_coef: 0.1 > 0 needs ref_logprobs"):
         U.separate_update(engine, algo, make_batch(4), cfg, 1, 8)
+
+
+@pytest.mark.parametrize("path", ["fused", "separate"])
+def test_the_manipulation_checks_measure_without_changing_the_update(policy, path):
+    """trainer.grad_check_every: the exact shaped-vs-plain cosine is logged (1 for DAPO's identity credit, < 1 for
+    EAPO's entropy weights, equal on both paths) and the update is the same as without the check."""
+    cfg = config()
+    fn = U.fused_update if path == "fused" else U.separate_update
+    out = {}
+    for name, check in (("dapo", True), ("eapo", True), ("eapo", False)):
+        torch.manual_seed(0)
+        engine = engine_for(cfg, policy, 8, 2)
+        algo = build_algorithm({"name": name, **({"alpha": 0.9, "phi": 1.0} if name == "eapo" else {})})
+        res = fn(engine, algo, make_batch(1), cfg, 1, 8, check=check)
+        out[name, check] = (res.stats, params(engine))
+    assert out["dapo", True][0]["grad/cos_shaped_plain"] == pytest.approx(1.0, abs=1e-6)
+    cos = out["eapo", True][0]["grad/cos_shaped_plain"]
+    assert 0.0 < cos < 0.9999
+    assert sum(out["eapo", True][0][f"quadrant/{q}/grad_share"] for q in ("PHR", "PLR", "NLR", "NHR")) == \
+        pytest.approx(1.0)
+    assert "grad/cos_shaped_plain" not in out["eapo", False][0]
+    for k, v in out["eapo", False][1].items():
+        torch.testing.assert_close(out["eapo", True][1][k], v, rtol=0, atol=0)

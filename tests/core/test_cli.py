@@ -48,7 +48,7 @@ def test_the_issue_command_line_ends_with_one_line_and_exit_code_2(tmp_path):
 
 
 @pytest.mark.parametrize("module,args,expected", [
-    ("pipeline.run", ["algorithm=nope"], ["algorithm=nope: no such option of algorithm", "eapo, eapo_wo_nhr"]),
+    ("pipeline.run", ["algorithm=nope"], ["algorithm=nope: no such option of algorithm", "eapo, eapo_mid, eapo_reversed, eapo_strong, eapo_wo_nhr"]),
     ("pipeline.run", ["algorithm=eapo_wo_nh"], ["did you mean eapo_wo_nhr"]),
     ("pipeline.run", ["preset=paper_qwen"], ["preset=paper_qwen: no such option of preset", "paper_qwen25_math_7b"]),
     ("pipeline.run", ["rollout.kv_cache_mb=256"], ["rollout.kv_cache_mb: unknown key: renamed to rollout.kv_cache_gb"]),

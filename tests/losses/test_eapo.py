@@ -7,8 +7,10 @@ from tests.losses.conftest import make_batch
 from tests.losses.loops import loop_group_stats, loop_quadrant_of
 
 
-def loop_eapo(adv, ent, mask, gid, alpha, phi, plain=None):
+def loop_eapo(adv, ent, mask, gid, alpha, phi, plain=None, reverse=False):
     adv, ent, mask, gid = adv.tolist(), ent.tolist(), mask.tolist(), gid.tolist()
+    if reverse:  # the control arm scores -H
+        ent = [[-h for h in row] for row in ent]
     out = [[0.0] * len(adv[0]) for _ in adv]
     for i in range(len(adv)):
         mu, sd = loop_group_stats(ent, mask, gid, i)
@@ -117,3 +119,22 @@ def test_without_quadrant_matches_loop(q):
     in_q = torch.tensor(plain)
     assert in_q.any() and (credit.advantages[in_q] != full[in_q]).any()
     assert torch.equal(credit.advantages[~in_q], full[~in_q])
+
+
+@pytest.mark.parametrize("name,alpha,phi,reverse", [("eapo_strong", 0.9, 1.0, False), ("eapo_mid", 0.5, 1.0, False),
+                                                    ("eapo_reversed", 0.9, 1.0, True)])
+def test_study_arms_match_the_loop(name, alpha, phi, reverse):
+    """The study's arms: stronger EAPO, and its control that credits LOW-entropy tokens (score -H)."""
+    b = make_batch(seed=6, B=12, T=9, G=3)
+    ent = torch.nan_to_num(b["entropy"])
+    credit = build_algorithm({"name": name}).shape_credit(b["advantages"], ent, b["old_logprobs"], b["mask"],
+                                                          b["group_ids"])
+    ref = loop_eapo(b["advantages"], ent, b["mask"], b["group_ids"], alpha, phi, reverse=reverse)
+    m = b["mask"]
+    torch.testing.assert_close(credit.advantages[m], ref[m], rtol=1e-12, atol=1e-12)
+    if reverse:  # the highest-entropy signed token of each row gets the smallest weight there, and vice versa
+        strong = build_algorithm({"name": "eapo_strong"}).shape_credit(b["advantages"], ent, b["old_logprobs"],
+                                                                       b["mask"], b["group_ids"])
+        nz = m & (b["advantages"] != 0)
+        w_rev, w_fwd = credit.advantages[nz] / b["advantages"][nz], strong.advantages[nz] / b["advantages"][nz]
+        assert torch.corrcoef(torch.stack([w_rev, w_fwd]))[0, 1] < -0.9

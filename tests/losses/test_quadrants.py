@@ -46,7 +46,7 @@ def loop_diagnostics(adv, ent, mask, gid, shaped, w):
         out[f"quadrant/{q}/entropy_mean"] = sum(ent[i][t] for i, t in qc) / n if n else 0.0
         out[f"quadrant/{q}/adv_abs_mean"] = sum(abs(adv[i][t]) for i, t in qc) / n if n else 0.0
         sig = sum(abs(shaped[i][t] * w[i][t]) for i, t in qc)
-        out[f"quadrant/{q}/signal_share"] = sig / total_signal if total_signal > 0 else 0.0
+        out[f"quadrant/{q}/adv_mass_share"] = sig / total_signal if total_signal > 0 else 0.0
     out["quadrant/zero/token_share"] = (len(cells) - len(signed)) / len(cells) if cells else 0.0
     return out
 
@@ -66,7 +66,7 @@ def test_diagnostics_match_loop():
     for key, value in ref.items():
         assert abs(diag[key] - value) < 1e-12, key
     assert 0 < diag["quadrant/zero/token_share"] < 1
-    for stat in ("token_share", "signal_share"):
+    for stat in ("token_share", "adv_mass_share"):
         assert abs(sum(diag[f"quadrant/{q}/{stat}"] for q in QUADRANTS) - 1) < 1e-12, stat
 
 

@@ -114,14 +114,18 @@ def test_build_algorithm_by_name_is_the_composed_yaml():
 
 
 DATA_KEYS = ("dynamic_sampling", "max_sampling_rounds", "overlong_buffer", "overlong_penalty_factor")
-DAPO_LIKE = ["dapo", "eapo", "eapo_wo_phr", "eapo_wo_plr", "eapo_wo_nlr", "eapo_wo_nhr"]
+# on the DAPO base (dynamic sampling, overlong shaping), like the paper's runs of them
+DAPO_LIKE = ["dapo", "eapo", "eapo_strong", "eapo_mid", "eapo_reversed", "eapo_wo_phr", "eapo_wo_plr", "eapo_wo_nlr",
+             "eapo_wo_nhr", "quadrant", "quadrant_phr", "quadrant_plr", "quadrant_nlr", "quadrant_nhr", "forking",
+             "entroadv", "a3po"]
 
 
 def test_dapo_data_keys_per_algorithm():
     for name in known_algorithms():
         c = build_algorithm({"name": name}).config
         got = tuple(getattr(c, k) for k in DATA_KEYS)
-        assert got == ((True, 3, 4, 1.0) if name in DAPO_LIKE else (False, 3, 0, 1.0)), name
+        expected = {**{n: (True, 3, 4, 1.0) for n in DAPO_LIKE}, "w_reinf": (False, 3, 4, 1.0)}  # A = r: no filter
+        assert got == expected.get(name, (False, 3, 0, 1.0)), name
 
 
 def _own_keys(name):

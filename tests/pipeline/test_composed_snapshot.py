@@ -35,9 +35,19 @@ ADDED = {"heldout.path": None,  # held-out file for data.source=files
          "trainer.checkpoint_checksums": True,  # sha256 in every checkpoint's manifest
          "rollout.weight_timeout_s": 900, "trainer.max_failures": 3, "trainer.data_timeout_s": 900,
          "algorithm.filter_metric": "accuracy",  # dynamic sampling filters on correctness (was: on the shaped reward)
-         "heldout.sample_k": 4}  # held-out pass@k / avg@k before and after RL (a measurement, not the training)
+         "heldout.sample_k": 4,
+         "trainer.grad_check_every": 1,
+         "algorithm.reverse_entropy": False,
+         "warm_start.fact_noise": 0.0}  # noisy digit facts in the demonstrations: the study task's, off here  # EAPO's control arm switch (eapo_reversed.yaml)  # manipulation checks (exact gradient cosine, quadrant shares) every step  # held-out pass@k / avg@k before and after RL (a measurement, not the training)
 # algorithm keys added since, with the value every algorithm resolves to
 ALGORITHM_ADDED = {"filter_metric": "accuracy"}
+EAPO_ADDED = {"reverse_entropy": False}  # EAPO's control arm (eapo_reversed) scores -H; off for every EAPO file
+# algorithms moved on purpose onto the DAPO base the paper uses for them (issue 15): dynamic sampling and the
+# overlong shaping of dapo.yaml; W-REINF keeps dynamic sampling off (A = r carries signal in all-equal groups)
+ON_DAPO = {"dynamic_sampling": True, "overlong_buffer": 4}
+CHANGED_ALGORITHM_KEYS = {**{name: ON_DAPO for name in ("quadrant", "quadrant_phr", "quadrant_plr", "quadrant_nlr",
+                                                         "quadrant_nhr", "forking", "entroadv", "a3po")},
+                          "w_reinf": {"overlong_buffer": 4}}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -76,4 +86,5 @@ def test_every_algorithm_resolves_to_the_snapshot():
     with initialize_config_module(config_module="configs", version_base=None):
         for name, keys in before.items():
             algo = C.load(compose(config_name="config", overrides=[f"algorithm={name}"])).algorithm
-            assert to_dict(algo) == {**keys, **ALGORITHM_ADDED}, name
+            eapo = EAPO_ADDED if name.startswith("eapo") else {}
+            assert to_dict(algo) == {**keys, **ALGORITHM_ADDED, **eapo, **CHANGED_ALGORITHM_KEYS.get(name, {})}, name

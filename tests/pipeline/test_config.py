@@ -36,6 +36,19 @@ def test_paper_presets_carry_the_paper_settings(preset, n, steps, prompts):
     assert cfg.trainer.prompts_per_step // cfg.trainer.mini_batches_per_step == 32
 
 
+@pytest.mark.parametrize("algorithm", ["dapo", "eapo_strong", "eapo_reversed", "quadrant_phr"])
+def test_the_study_preset_is_the_papers_loss_regime_on_cpu(algorithm):
+    """preset=study: several optimizer steps per RL step (the separate update path: the ratio moves, clipping acts),
+    every arm on the DAPO base, the manipulation checks on, noisy digit facts in the warm start."""
+    from actors.update import fused
+    from losses import build_algorithm
+
+    cfg = C.load(compose_cfg("preset=study", f"algorithm={algorithm}"))
+    assert cfg.trainer.mini_batches_per_step > 1 and not fused(cfg, build_algorithm(cfg.algorithm), 32)
+    assert cfg.algorithm.dynamic_sampling and cfg.algorithm.clip_high == 0.28 and cfg.trainer.grad_check_every == 1
+    assert cfg.warm_start.fact_noise > 0 and cfg.model.kind == "tiny" and not cfg.trainer.use_gpu
+
+
 
 @pytest.mark.parametrize("preset,max_tokens,buffer", [("paper_qwen25_math_7b", 3072, 614),
                                                       ("paper_deepscaler_1p5b", 24576, 4915)])
@@ -133,7 +146,9 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     (["rollout.kv_cache_gb=0"], "rollout.kv_cache_gb", None),
     (["algorithm=grpo", "rollout.n=1"], "rollout.n", "advantage_estimator='grpo'"),
     (["algorithm=dr_grpo", "rollout.n=1", "trainer.micro_batch_size=16"], "rollout.n", "dr_grpo"),
-    (["algorithm.kl_coef=0.1", "trainer.zero_stage=3"], "algorithm.kl_coef", "trainer.zero_stage=3"),
+    (["algorithm.kl_coef=0.1", "trainer.zero_stage=3", "trainer.grad_check_every=0"], "algorithm.kl_coef",
+     "trainer.zero_stage=3"),
+    (["trainer.zero_stage=3"], "trainer.grad_check_every", "trainer.zero_stage=3"),
     (["data.max_prompt_tokens=240"], "rollout.max_tokens", "rollout.max_model_len=256"),
     (["heldout.max_tokens=200"], "heldout.max_tokens", "rollout.max_model_len=256"),
     (["data.path=/data/train.parquet"], "data.path", "data.source=synthetic"),

@@ -51,7 +51,7 @@ INVALID = {
     "run_dir": "''", "seed": "-1", "ray_autoscaling": "yes", "ray_resource_wait_s": "0",
     "task.digits": "0", "task.heldout_fraction": "1.5", "task.num_train_prompts": "0",
     "warm_start.steps": "-1", "warm_start.batch_size": "0", "warm_start.lr": "0", "warm_start.num_examples": "0",
-    "warm_start.carry_noise": "2",
+    "warm_start.carry_noise": "2", "warm_start.fact_noise": "-0.1",
     "heldout.size": "-1", "heldout.max_tokens": "0", "heldout.every": "-1", "heldout.sample_k": "-1",
     "periodic_eval.every": "-1", "periodic_eval.benchmarks": "[nope]", "periodic_eval.k": "0",
     "periodic_eval.n": "0", "periodic_eval.limit": "0", "periodic_eval.temperature": "-1",
@@ -73,13 +73,14 @@ INVALID = {
     "trainer.mini_batches_per_step": "0", "trainer.micro_batch_size": "0", "trainer.epochs_per_step": "0",
     "trainer.total_steps": "0", "trainer.logprob_chunk_size": "0", "trainer.save_every": "0",
     "trainer.keep_checkpoints": "0", "trainer.is_correction": "sometimes", "trainer.is_cap": "0",
-    "trainer.checkpoint_checksums": "yes",
+    "trainer.checkpoint_checksums": "yes", "trainer.grad_check_every": "-1",
     "algorithm.name": "nope", "algorithm.advantage_estimator": "ppo", "algorithm.adv_eps": "-1",
     "algorithm.clip_low": "-0.1", "algorithm.clip_high": "-0.1", "algorithm.dual_clip": "0.5",
     "algorithm.aggregation": "mean", "algorithm.max_response_length": "0", "algorithm.kl_coef": "-1",
     "algorithm.kl_estimator": "k4", "algorithm.entropy_coef": "-1", "algorithm.dynamic_sampling": "yes",
     "algorithm.max_sampling_rounds": "-1", "algorithm.overlong_buffer": "-1", "algorithm.overlong_penalty_factor": "-1",
     "algorithm.alpha": "-1", "algorithm.phi": "0", "algorithm.without_quadrants": "[XYZ]", "algorithm.kappa": "0",
+    "algorithm.reverse_entropy": "maybe",
     "algorithm.top_ratio": "0", "algorithm.kl_cov_ratio": "2", "algorithm.kl_cov_coef": "-1",
     "algorithm.clip_cov_ratio": "2", "algorithm.clip_cov_ub": "0", "algorithm.seed": "1.5",
     "algorithm.quadrants": "[]", "algorithm.positive_weight": "-1", "algorithm.pos_weight": "-1",
@@ -280,6 +281,12 @@ def _forward(c, ctx):
     return forward_kwargs(c)
 
 
+def _grad_checks(c, ctx):
+    from actors.update import grad_check_due
+
+    return [grad_check_due(c, s) for s in range(12)]
+
+
 def _update_path(c, ctx):
     from actors.train_worker import micro_batching
     from actors.update import fused, response_length_constant
@@ -358,7 +365,8 @@ CONSUMERS = {
     "run_dir": _ray, "seed": _sampling, "data_dir": _eval_plan, "ray_address": _ray,
     "ray_autoscaling": _resource_wait, "ray_resource_wait_s": _resource_wait,
     "task.digits": _synthetic, "task.heldout_fraction": _synthetic, "task.num_train_prompts": _synthetic,
-    **{f"warm_start.{k}": _policy for k in ("steps", "batch_size", "lr", "num_examples", "carry_noise")},
+    **{f"warm_start.{k}": _policy for k in ("steps", "batch_size", "lr", "num_examples", "carry_noise",
+                                                     "fact_noise")},
     "heldout.size": _heldout_set, "heldout.max_tokens": _heldout_request, "heldout.every": _heldout_due,
     "heldout.path": _heldout_set, "heldout.sample_k": _heldout_sampling,
     "periodic_eval.every": _checkpoint_steps, "periodic_eval.benchmarks": _eval_plan, "periodic_eval.k": _eval_summary,
@@ -384,7 +392,7 @@ CONSUMERS = {
     "trainer.micro_batch_size": _deepspeed, "trainer.epochs_per_step": _update_path, "trainer.total_steps": _stream,
     "trainer.logprob_chunk_size": _forward, "trainer.save_every": _checkpoint_steps,
     "trainer.keep_checkpoints": _stale_checkpoints, "trainer.checkpoint_checksums": _checkpoint_integrity,
-    "trainer.is_correction": _importance, "trainer.is_cap": _importance,
+    "trainer.is_correction": _importance, "trainer.is_cap": _importance, "trainer.grad_check_every": _grad_checks,
     "algorithm.dynamic_sampling": _stream, "algorithm.max_sampling_rounds": _stream,
     "algorithm.filter_metric": _selection,
     "algorithm.overlong_buffer": _scores, "algorithm.overlong_penalty_factor": _scores,
@@ -398,7 +406,7 @@ ALTERNATIVE = {
     "rollout.gpus_per_actor": ["1"], "trainer.use_gpu": ["true"],
     "task.digits": ["3"], "task.heldout_fraction": ["0.3"], "task.num_train_prompts": ["100"],
     "warm_start.steps": ["10"], "warm_start.batch_size": ["8"], "warm_start.lr": ["0.1"],
-    "warm_start.num_examples": ["100"], "warm_start.carry_noise": ["0.1"],
+    "warm_start.num_examples": ["100"], "warm_start.carry_noise": ["0.1"], "warm_start.fact_noise": ["0.2"],
     "heldout.size": ["5"], "heldout.max_tokens": ["16"], "heldout.every": ["3"], "heldout.sample_k": ["4", "0"],
     "periodic_eval.every": ["50"], "periodic_eval.benchmarks": ["[aime24]"], "periodic_eval.k": ["2"],
     "periodic_eval.n": ["3"], "periodic_eval.limit": ["2"], "periodic_eval.temperature": ["1.0"],
@@ -422,7 +430,7 @@ ALTERNATIVE = {
     "trainer.epochs_per_step": ["2"], "trainer.total_steps": ["10", "20"], "trainer.logprob_chunk_size": ["64"],
     "trainer.save_every": ["7"], "trainer.keep_checkpoints": ["1"], "trainer.is_correction": ["true"],
     "trainer.checkpoint_checksums": ["false", "true"],
-    "trainer.is_cap": ["1.2"],
+    "trainer.is_cap": ["1.2"], "trainer.grad_check_every": ["5", "0"],
     "algorithm.advantage_estimator": ["rloo"], "algorithm.adv_eps": ["0.005"], "algorithm.clip_low": ["0.05"],
     "algorithm.clip_high": ["0.05"], "algorithm.dual_clip": ["1.5"],
     "algorithm.aggregation": ["seq_mean_token_sum", "token_mean"], "algorithm.max_response_length": ["64"],
@@ -430,7 +438,8 @@ ALTERNATIVE = {
     "algorithm.dynamic_sampling": ["true", "false"], "algorithm.max_sampling_rounds": ["1"],
     "algorithm.filter_metric": ["reward", "accuracy"],
     "algorithm.overlong_buffer": ["20", "10"], "algorithm.overlong_penalty_factor": ["3"],
-    "algorithm.alpha": ["0.9"], "algorithm.phi": ["1.5"], "algorithm.without_quadrants": ["[PHR,NHR]"],
+    "algorithm.alpha": ["0.9", "0.2"], "algorithm.reverse_entropy": ["true", "false"], "algorithm.phi": ["1.5"],
+    "algorithm.without_quadrants": ["[PHR,NHR]"],
     "algorithm.kappa": ["0.5"], "algorithm.top_ratio": ["0.7"], "algorithm.kl_cov_ratio": ["0.5"],
     "algorithm.kl_cov_coef": ["5"], "algorithm.clip_cov_ratio": ["0.5"], "algorithm.clip_cov_lb": ["-1e9"],
     "algorithm.clip_cov_ub": ["0.0"], "algorithm.seed": ["7"], "algorithm.quadrants": ["[PLR,NLR]", "[PHR]"],

@@ -24,6 +24,9 @@ def test_default_grids_are_the_issues():
     assert study_cfg().algorithms == ["grpo", "dapo", "eapo"]
     assert study_cfg("grid=ablation").algorithms == ["eapo", "eapo_wo_phr", "eapo_wo_plr", "eapo_wo_nlr", "eapo_wo_nhr"]
     assert study_cfg("grid=isolation").algorithms == ["quadrant_phr", "quadrant_plr", "quadrant_nlr", "quadrant_nhr"]
+    assert study_cfg("grid=confirmatory").algorithms == ["dapo", "eapo", "eapo_strong", "eapo_reversed"]
+    assert study_cfg("grid=confirmatory").contrasts[:2] == [["eapo_strong", "dapo"], ["eapo_strong", "eapo_reversed"]]
+    assert study_cfg("grid=dose").algorithms == ["dapo", "eapo", "eapo_mid", "eapo_strong"]
     assert study_cfg("algorithms=[grpo,eapo]", "seeds=[3]").algorithms == ["grpo", "eapo"]
 
 
