@@ -72,9 +72,17 @@ def local_grad_norm(engine) -> float:
 def grad_check_due(cfg, step: int) -> bool:
     """Whether 0-based RL step ``step`` measures the manipulation checks (``trainer.grad_check_every``, 0 = never):
     the exact shaped-vs-plain gradient cosine and per-quadrant gradient shares of :mod:`losses.grad_checks`, on
-    this rank's first micro-batch (five extra backward passes of it)."""
+    the first ``trainer.grad_check_rows`` responses (whole groups) of this rank's first micro-batch: one more
+    forward and five more backward passes of them."""
     every = cfg.trainer.grad_check_every
     return bool(every) and step % every == 0
+
+
+def grad_check_size(cfg, micro: int) -> int:
+    """Responses the checks are measured on: ``trainer.grad_check_rows`` rounded down to whole groups of
+    ``rollout.n`` (at least one group), at most the micro-batch of ``micro``."""
+    g = cfg.rollout.n
+    return min(micro, max(g, cfg.trainer.grad_check_rows // g * g))
 
 
 def _grad_checks(engine, part, cfg, old_entropy, credit: Credit) -> dict[str, float]:
@@ -82,6 +90,8 @@ def _grad_checks(engine, part, cfg, old_entropy, credit: Credit) -> dict[str, fl
     the IS weight (it scales shaped and plain alike). Its own forward through the bare module: DeepSpeed's engine
     hooks its outputs' backward (gradient-accumulation scaling, ZeRO reduction), which the checks must not touch."""
     kw = forward_kwargs(cfg)
+    rows = grad_check_size(cfg, part.size)
+    part, old_entropy, credit = part.rows(slice(0, rows)), old_entropy[:rows], credit[:rows]
     logprobs = engine.module(part, kw["group_size"], kw["temperature"], kw["chunk_size"])[0]
     params = [p for p in engine.module.parameters() if p.requires_grad]
     plain = part.advantages[:, None].to(logprobs.dtype) * part.response_mask

@@ -122,6 +122,7 @@ class TrainerConfig:
     max_failures: int
     data_timeout_s: float
     grad_check_every: int
+    grad_check_rows: int
 
 
 @dataclass

@@ -118,7 +118,7 @@ def _validate_sizes(c: Config) -> None:
         "trainer.micro_batch_size": c.trainer.micro_batch_size, "trainer.epochs_per_step": c.trainer.epochs_per_step,
         "trainer.logprob_chunk_size": c.trainer.logprob_chunk_size, "trainer.save_every": c.trainer.save_every,
         "trainer.keep_checkpoints": c.trainer.keep_checkpoints, "trainer.cpus_per_worker": c.trainer.cpus_per_worker,
-        "trainer.grad_clip": c.trainer.grad_clip, "trainer.lr": c.trainer.lr, "trainer.is_cap": c.trainer.is_cap,
+        "trainer.grad_clip": c.trainer.grad_clip, "trainer.grad_check_rows": c.trainer.grad_check_rows, "trainer.lr": c.trainer.lr, "trainer.is_cap": c.trainer.is_cap,
         "heldout.max_tokens": c.heldout.max_tokens, "task.num_train_prompts": c.task.num_train_prompts,
         "warm_start.batch_size": c.warm_start.batch_size, "warm_start.lr": c.warm_start.lr,
         "warm_start.num_examples": c.warm_start.num_examples, "data.max_prompt_tokens": c.data.max_prompt_tokens,

@@ -73,7 +73,7 @@ INVALID = {
     "trainer.mini_batches_per_step": "0", "trainer.micro_batch_size": "0", "trainer.epochs_per_step": "0",
     "trainer.total_steps": "0", "trainer.logprob_chunk_size": "0", "trainer.save_every": "0",
     "trainer.keep_checkpoints": "0", "trainer.is_correction": "sometimes", "trainer.is_cap": "0",
-    "trainer.checkpoint_checksums": "yes", "trainer.grad_check_every": "-1",
+    "trainer.checkpoint_checksums": "yes", "trainer.grad_check_every": "-1", "trainer.grad_check_rows": "0",
     "algorithm.name": "nope", "algorithm.advantage_estimator": "ppo", "algorithm.adv_eps": "-1",
     "algorithm.clip_low": "-0.1", "algorithm.clip_high": "-0.1", "algorithm.dual_clip": "0.5",
     "algorithm.aggregation": "mean", "algorithm.max_response_length": "0", "algorithm.kl_coef": "-1",
@@ -287,6 +287,12 @@ def _grad_checks(c, ctx):
     return [grad_check_due(c, s) for s in range(12)]
 
 
+def _grad_check_rows(c, ctx):
+    from actors.update import grad_check_size
+
+    return grad_check_size(c, 64)
+
+
 def _update_path(c, ctx):
     from actors.train_worker import micro_batching
     from actors.update import fused, response_length_constant
@@ -393,6 +399,7 @@ CONSUMERS = {
     "trainer.logprob_chunk_size": _forward, "trainer.save_every": _checkpoint_steps,
     "trainer.keep_checkpoints": _stale_checkpoints, "trainer.checkpoint_checksums": _checkpoint_integrity,
     "trainer.is_correction": _importance, "trainer.is_cap": _importance, "trainer.grad_check_every": _grad_checks,
+    "trainer.grad_check_rows": _grad_check_rows,
     "algorithm.dynamic_sampling": _stream, "algorithm.max_sampling_rounds": _stream,
     "algorithm.filter_metric": _selection,
     "algorithm.overlong_buffer": _scores, "algorithm.overlong_penalty_factor": _scores,
@@ -430,7 +437,7 @@ ALTERNATIVE = {
     "trainer.epochs_per_step": ["2"], "trainer.total_steps": ["10", "20"], "trainer.logprob_chunk_size": ["64"],
     "trainer.save_every": ["7"], "trainer.keep_checkpoints": ["1"], "trainer.is_correction": ["true"],
     "trainer.checkpoint_checksums": ["false", "true"],
-    "trainer.is_cap": ["1.2"], "trainer.grad_check_every": ["5", "0"],
+    "trainer.is_cap": ["1.2"], "trainer.grad_check_every": ["5", "0"], "trainer.grad_check_rows": ["32"],
     "algorithm.advantage_estimator": ["rloo"], "algorithm.adv_eps": ["0.005"], "algorithm.clip_low": ["0.05"],
     "algorithm.clip_high": ["0.05"], "algorithm.dual_clip": ["1.5"],
     "algorithm.aggregation": ["seq_mean_token_sum", "token_mean"], "algorithm.max_response_length": ["64"],
