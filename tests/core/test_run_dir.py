@@ -47,6 +47,16 @@ def test_resume_falls_back_past_damaged_checkpoints_and_demotes_them(run_dir):
     assert resume_point(str(run_dir), checksums=True, log=warnings.append)[0] == 10 and len(warnings) == 2
 
 
+def test_resume_falls_back_past_a_checkpoint_without_manifest(run_dir):
+    step30 = run_dir / "checkpoints/step_30"
+    os.unlink(step30 / "manifest.json")
+    warnings = []
+    assert resume_point(str(run_dir), checksums=False, log=warnings.append) == (20, str(run_dir / "checkpoints/step_20"))
+    assert len(warnings) == 1 and warnings[0].startswith(f"WARNING: checkpoint {step30} is damaged: manifest.json "
+                                                         "is missing"), warnings
+    assert "manifest.json is missing" in (step30 / DAMAGED).read_text()
+
+
 def test_no_intact_checkpoint_is_an_error_naming_the_folder(run_dir):
     for step in (10, 20, 30):
         os.unlink(run_dir / f"checkpoints/step_{step}/rng/rank0.pt")
