@@ -17,9 +17,10 @@ from omegaconf import DictConfig
 from core.cli import app, fail
 from core.config_files import CONFIG_DIR
 from core.durable import write_durably
+from core import faults
 from core.engine import engine_config, engines_on_cpu
 from core.run_dir import (RunDirError, ensure_dir, latest_checkpoint, make_logger_factory, read_metrics,
-                          resume_point, start_point, truncate_metrics)
+                          require_metrics_through, resume_point, start_point, truncate_metrics)
 from core.stages import HeldoutSet, RolloutSetup, TrainLoopSetup
 from core.typed import ConfigError
 from pipeline import config as config_mod
@@ -181,6 +182,7 @@ def heldout_accuracy(cfg: Config, model_path: str, heldout: HeldoutSet) -> dict:
 def run(cfg: Config) -> dict:
     """The whole job; returns the summary written to ``<run_dir>/summary.json``."""
     t0 = time.time()
+    faults.planned()  # a misspelt EAPO_FAULTS (fault tests) fails here, not in a worker
     ensure_dir(cfg.run_dir, "run_dir")
     init_path, tokenizer = prepare_policy(cfg)
     source = prepare_source(cfg, tokenizer)
@@ -188,6 +190,7 @@ def run(cfg: Config) -> dict:
     resume = resume_point(cfg.run_dir, cfg.trainer.checkpoint_checksums, log=say)  # verified before Ray starts
     start_step, model_path = resume if resume else (0, init_path)
     truncate_metrics(cfg.run_dir, start_step, log=say)
+    require_metrics_through(cfg.run_dir, start_step, log=say)
     if resume:
         say(f"resuming from {model_path} (step {start_step})")
     init_ray(cfg)
