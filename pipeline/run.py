@@ -299,22 +299,69 @@ def input_error(exc: BaseException) -> ConfigError | DataError | RunDirError | N
     return None
 
 
-def fail_cleanly(exc: BaseException) -> None:
+RESTARTS_EXHAUSTED = 3  # exit code of a run that ran out of worker-group restarts (trainer.max_failures)
+
+
+def fail_cleanly(exc: BaseException, cfg: Config | None = None, argv: list[str] | None = None) -> None:
     """Configuration, data and run-directory errors (a damaged metrics.jsonl, no intact checkpoint, a full
     disk or a deleted run_dir while writing) end the job with one line ``error: ...`` on stderr and exit
-    code 2; anything else propagates with its traceback."""
+    code 2; a worker group that failed once more than ``trainer.max_failures`` allows ends with one line
+    (:func:`restarts_exhausted`) and exit code 3; anything else propagates with its traceback."""
     err = input_error(exc)
-    if err is None:
-        raise exc
-    fail(str(err) or type(err).__name__)
+    if err is not None:
+        fail(str(err) or type(err).__name__)
+    if cfg is not None and _is_training_failure(exc):
+        import sys
+
+        print(f"error: {restarts_exhausted(exc, cfg, sys.argv if argv is None else argv)}", file=sys.stderr,
+              flush=True)
+        sys.exit(RESTARTS_EXHAUSTED)
+    raise exc
+
+
+def _is_training_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ray Train's end of ``fit()`` after its restarts (``WorkerGroupError``)."""
+    try:
+        from ray.train import WorkerGroupError
+    except ImportError:  # Ray Train v1
+        from ray.train.base_trainer import TrainingFailedError as WorkerGroupError
+    return isinstance(exc, WorkerGroupError)
+
+
+def _died(rank: int, exc: BaseException) -> str:
+    """``train worker rank R: <innermost error, first line>``."""
+    inner = exc
+    while _wrapped(inner):
+        inner = _wrapped(inner)[0]
+    lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
+    text = lines[-1] if lines else ""
+    return f"train worker rank {rank}: {type(inner).__name__}{': ' + text[:160] if text else ''}"
+
+
+def restarts_exhausted(exc: BaseException, cfg: Config, argv: list[str]) -> str:
+    """One line for a worker group that kept failing: what died (each failed rank and its error), that the
+    ``trainer.max_failures`` restarts were used up, where the run stands and the command that resumes it."""
+    import shlex
+
+    failures = getattr(exc, "worker_failures", None) or {}
+    died = "; ".join(_died(rank, failures[rank]) for rank in sorted(failures)) or str(exc).splitlines()[0]
+    n = cfg.trainer.max_failures
+    found = latest_checkpoint(cfg.run_dir)
+    where = f"the newest checkpoint is step {found[0]} ({found[1]})" if found else "no checkpoint was written yet"
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "pipeline.run", *argv[1:]])
+    return (f"training failed after {n} worker-group restart{'s' if n != 1 else ''} (trainer.max_failures={n}): "
+            f"{died}; {where}; to resume, run the same command again ({command}), with a larger "
+            "trainer.max_failures if the failures are expected")
 
 
 @app(str(CONFIG_DIR), "config")
 def main(hydra_cfg: DictConfig) -> None:
+    cfg = None
     try:
-        run(config_mod.resolve_paths(config_mod.load(hydra_cfg)))
-    except Exception as exc:  # noqa: BLE001 - config/data errors become one line, the rest re-raises
-        fail_cleanly(exc)
+        cfg = config_mod.resolve_paths(config_mod.load(hydra_cfg))
+        run(cfg)
+    except Exception as exc:  # noqa: BLE001 - config/data errors and exhausted restarts become one line
+        fail_cleanly(exc, cfg)
 
 
 if __name__ == "__main__":
