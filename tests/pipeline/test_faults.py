@@ -132,3 +132,43 @@ def test_killed_driver_leaves_no_process_behind_and_a_rerun_resumes(tmp_path):
           f"{gone_after:.1f} s later")
     rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     _assert_every_step_once(run_dir, rerun, rerun.stdout + rerun.stderr)
+
+
+COMMIT_JOB = ["trainer.total_steps=4", "trainer.save_every=2", "heldout.size=8", "heldout.sample_k=0"]
+
+
+def _job(run_dir: Path, faults: str, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *COMMIT_JOB, *overrides],
+                          cwd=REPO, env={**os.environ, "EAPO_FAULTS": faults}, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_kills_on_either_side_of_a_commit_lose_no_step(tmp_path):
+    """Deterministic kills (``EAPO_FAULTS``) of the train worker at the two sides of a checkpoint's commit: right
+    after ``COMPLETE`` of step 2 (where the metrics line used to be lost, and where a restart used to stall) and
+    after step 4's metrics line but before its ``COMPLETE`` (resume from step 2 drops lines 3-4 and redoes them)."""
+    run_dir = tmp_path / "run"
+    t0 = time.time()
+    job = _job(run_dir, "after_complete:step=2,after_metrics:step=4")
+    output = job.stdout + job.stderr
+    assert job.returncode == 0, output[-6000:]
+    for fired in ("at after_complete of step 2", "at after_metrics of step 4"):  # Ray may echo a worker's line twice
+        assert fired in output, output[-6000:]
+    assert (run_dir / "faults" / "after_complete-2").exists() and (run_dir / "faults" / "after_metrics-4").exists()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["data/first_shard"] for r in rows] == [0, 1, 2, 3]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4
+    print(f"\n[fault] kills after COMPLETE of step 2 and before COMPLETE of step 4: job {time.time() - t0:.0f} s")
+
+
+def test_running_out_of_restarts_ends_with_one_line_and_exit_code_3(tmp_path):
+    run_dir = tmp_path / "run"
+    job = _job(run_dir, "after_publish:step=1", "trainer.max_failures=0")
+    assert job.returncode == 3, (job.stdout + job.stderr)[-6000:]
+    errors = [line for line in job.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, job.stderr[-6000:]
+    assert errors[0].startswith("error: training failed after 0 worker-group restarts (trainer.max_failures=0): "
+                                "train worker rank 0: "), errors[0]
+    assert "no checkpoint was written yet" in errors[0] and "run the same command again" in errors[0], errors[0]
+    assert "Traceback" not in job.stderr, job.stderr[-6000:]
