@@ -25,6 +25,7 @@ from actors.weights import STORE_NAME, full_state_dict
 from core.batch import collate
 from core.config import Config, shards_per_step
 from core.faults import point as fault_point
+from core.heartbeat import start_heartbeat
 from core.run_dir import require_metrics_through, start_point, truncate_metrics
 from core.stages import TrainLoopSetup
 
@@ -235,6 +236,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     start_step, model_path = start_point(cfg.run_dir, setup.initial_path)  # also where a restart continues
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    heartbeat = start_heartbeat(cfg, f"train-rank{rank}")  # a stopped worker is killed (pipeline.hang_monitor)
     per_worker = shards_per_step(cfg) // world
     micro, grad_accum = micro_batching(cfg, world)
     engine = build_engine(cfg, model_path, micro, grad_accum)
@@ -302,3 +304,5 @@ def train_loop_per_worker(loop_config: dict) -> None:
         log_s = time.perf_counter() - now
     if logger is not None:
         logger.close()
+    if heartbeat is not None:
+        heartbeat.stop()

@@ -120,6 +120,7 @@ class TrainerConfig:
     is_cap: float
     max_failures: int
     data_timeout_s: float
+    hang_timeout_s: float
 
 
 @dataclass

@@ -26,6 +26,7 @@ from core.typed import ConfigError
 from pipeline import config as config_mod
 from pipeline.config import Config, shards_per_step
 from pipeline.data import NORMALISE_CPUS, READ_CPUS, SHARD_CPUS, DataError
+from pipeline.hang_monitor import HangMonitor
 from pipeline.report import heldout_curve, plot_training_curves
 from pipeline.resources import Request, ensure_resources
 from pipeline.setup import heldout_set, init_ray, prepare_policy, prepare_source, say, source_spec
@@ -93,12 +94,13 @@ class RestartableStream:
 def trainer_settings(cfg: Config) -> dict:
     """The Ray Train worker group of the run: ``ScalingConfig`` arguments, the torch process-group backend
     (NCCL with GPUs, gloo without), where Ray Train keeps its state (under ``run_dir``), how many worker
-    failures it restarts from (``trainer.max_failures``) and how long a worker waits for a step's shards."""
+    failures it restarts from (``trainer.max_failures``), how long a worker waits for a step's shards and how
+    long a silent heartbeat is taken for a hang (``trainer.hang_timeout_s``, :mod:`pipeline.hang_monitor`)."""
     t = cfg.trainer
     return {"scaling": {"num_workers": t.num_workers, "use_gpu": t.use_gpu,
                         "resources_per_worker": {"CPU": t.cpus_per_worker}},
             "backend": "nccl" if t.use_gpu else "gloo", "storage_path": os.path.join(cfg.run_dir, "ray_train"),
-            "max_failures": t.max_failures, "data_timeout_s": t.data_timeout_s}
+            "max_failures": t.max_failures, "data_timeout_s": t.data_timeout_s, "hang_timeout_s": t.hang_timeout_s}
 
 
 def resource_requests(cfg: Config) -> list[Request]:
@@ -207,7 +209,12 @@ def run(cfg: Config) -> dict:
     store = get_or_create_store(start_step)
     final_step, final_path = start_step, model_path
     if start_step < cfg.trainer.total_steps:
-        train(cfg, table, tokenizer.pad_token_id, init_path, heldout)
+        monitor = HangMonitor(cfg.run_dir, cfg.trainer.hang_timeout_s, say).start() if cfg.trainer.hang_timeout_s else None
+        try:
+            train(cfg, table, tokenizer.pad_token_id, init_path, heldout)
+        finally:
+            if monitor is not None:
+                monitor.stop()
         final_step, final_path = latest_checkpoint(cfg.run_dir)  # the last step's, just committed
     after = heldout_accuracy(cfg, final_path, heldout)
     ray.kill(store)
