@@ -162,13 +162,38 @@ def test_kills_on_either_side_of_a_commit_lose_no_step(tmp_path):
     print(f"\n[fault] kills after COMPLETE of step 2 and before COMPLETE of step 4: job {time.time() - t0:.0f} s")
 
 
-def test_running_out_of_restarts_ends_with_one_line_and_exit_code_3(tmp_path):
-    run_dir = tmp_path / "run"
-    job = _job(run_dir, "after_publish:step=1", "trainer.max_failures=0")
-    assert job.returncode == 3, (job.stdout + job.stderr)[-6000:]
-    errors = [line for line in job.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, job.stderr[-6000:]
+def test_a_stopped_train_worker_is_killed_and_running_out_of_restarts_ends_with_one_line(tmp_path):
+    """SIGSTOP of the train worker after step 1: the driver's hang monitor (``trainer.hang_timeout_s=10``) kills
+    it; with ``trainer.max_failures=0`` the run then ends with one ``error:`` line and exit code 3."""
+    run_dir, log = tmp_path / "run", tmp_path / "job.log"
+    cmd = [sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *COMMIT_JOB, "trainer.max_failures=0",
+           "trainer.hang_timeout_s=10"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        victims = []
+        try:
+            deadline = time.time() + 900
+            while max(_steps(run_dir), default=0) < 1:
+                assert proc.poll() is None and time.time() < deadline, log.read_text()[-4000:]
+                time.sleep(0.2)
+            victims = _pids("ray::RayTrainWorker", proc.pid)
+            assert victims, "no process titled ray::RayTrainWorker"
+            os.kill(victims[0], signal.SIGSTOP)
+            stopped_at = time.time()
+            proc.wait(timeout=300)
+            ended = time.time() - stopped_at
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            for pid in victims:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    output = log.read_text()
+    assert proc.returncode == 3, output[-6000:]
+    assert "sent no heartbeat for" in output and "(trainer.hang_timeout_s=10)" in output, output[-6000:]
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, output[-6000:]
     assert errors[0].startswith("error: training failed after 0 worker-group restarts (trainer.max_failures=0): "
                                 "train worker rank 0: "), errors[0]
-    assert "no checkpoint was written yet" in errors[0] and "run the same command again" in errors[0], errors[0]
-    assert "Traceback" not in job.stderr, job.stderr[-6000:]
+    assert "run the same command again" in errors[0], errors[0]
+    print(f"\n[fault] train worker SIGSTOP after step 1: killed and the run ended (rc 3) {ended:.1f} s later")
