@@ -209,7 +209,8 @@ def run(cfg: Config) -> dict:
     store = get_or_create_store(start_step)
     final_step, final_path = start_step, model_path
     if start_step < cfg.trainer.total_steps:
-        monitor = HangMonitor(cfg.run_dir, cfg.trainer.hang_timeout_s, say).start() if cfg.trainer.hang_timeout_s else None
+        hang_s = cfg.trainer.hang_timeout_s
+        monitor = HangMonitor(cfg.run_dir, hang_s, say).start() if hang_s else None
         try:
             train(cfg, table, tokenizer.pad_token_id, init_path, heldout)
         finally:

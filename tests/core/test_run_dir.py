@@ -51,7 +51,8 @@ def test_resume_falls_back_past_a_checkpoint_without_manifest(run_dir):
     step30 = run_dir / "checkpoints/step_30"
     os.unlink(step30 / "manifest.json")
     warnings = []
-    assert resume_point(str(run_dir), checksums=False, log=warnings.append) == (20, str(run_dir / "checkpoints/step_20"))
+    step20 = str(run_dir / "checkpoints/step_20")
+    assert resume_point(str(run_dir), checksums=False, log=warnings.append) == (20, step20)
     assert len(warnings) == 1 and warnings[0].startswith(f"WARNING: checkpoint {step30} is damaged: manifest.json "
                                                          "is missing"), warnings
     assert "manifest.json is missing" in (step30 / DAMAGED).read_text()

@@ -143,23 +143,31 @@ def _job(run_dir: Path, faults: str, *overrides: str) -> subprocess.CompletedPro
                           timeout=900)
 
 
-def test_kills_on_either_side_of_a_commit_lose_no_step(tmp_path):
-    """Deterministic kills (``EAPO_FAULTS``) of the train worker at the two sides of a checkpoint's commit: right
-    after ``COMPLETE`` of step 2 (where the metrics line used to be lost, and where a restart used to stall) and
-    after step 4's metrics line but before its ``COMPLETE`` (resume from step 2 drops lines 3-4 and redoes them)."""
+KILLS = {  # EAPO_FAULTS point -> step: every point of a step, each once, in the order the run reaches them
+    "before_publish": 1,  # update done, weights not published: restart from scratch
+    "after_complete": 2,  # step 2 committed (where its metrics line used to be lost and a restart could stall)
+    "after_publish": 3,  # step 3's weights published, no checkpoint due: restart from step 2
+    "after_metrics": 4,  # step 4's line written, no COMPLETE: restart from step 2 drops lines 3-4, redoes them
+}
+
+
+def test_kills_at_every_point_of_a_step_lose_no_step(tmp_path):
+    """Deterministic kills (``EAPO_FAULTS``) of the train worker at each point of a step: before and after the
+    weights are published, after the metrics line before ``COMPLETE``, and after ``COMPLETE``. Four restarts
+    (``trainer.max_failures=4``); every step logged once, at its own data position."""
     run_dir = tmp_path / "run"
     t0 = time.time()
-    job = _job(run_dir, "after_complete:step=2,after_metrics:step=4")
+    job = _job(run_dir, ",".join(f"{name}:step={step}" for name, step in KILLS.items()), "trainer.max_failures=4")
     output = job.stdout + job.stderr
     assert job.returncode == 0, output[-6000:]
-    for fired in ("at after_complete of step 2", "at after_metrics of step 4"):  # Ray may echo a worker's line twice
-        assert fired in output, output[-6000:]
-    assert (run_dir / "faults" / "after_complete-2").exists() and (run_dir / "faults" / "after_metrics-4").exists()
+    for name, step in KILLS.items():  # Ray may echo a worker's line twice: look for each, not a count
+        assert f"at {name} of step {step}" in output, output[-6000:]
+        assert (run_dir / "faults" / f"{name}-{step}").exists()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["data/first_shard"] for r in rows] == [0, 1, 2, 3]
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4
-    print(f"\n[fault] kills after COMPLETE of step 2 and before COMPLETE of step 4: job {time.time() - t0:.0f} s")
+    print(f"\n[fault] train worker killed at {len(KILLS)} points of a step: job {time.time() - t0:.0f} s")
 
 
 def test_a_stopped_train_worker_is_killed_and_running_out_of_restarts_ends_with_one_line(tmp_path):
