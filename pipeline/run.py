@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 from omegaconf import DictConfig
@@ -19,6 +20,7 @@ from core.config_files import CONFIG_DIR
 from core.durable import write_durably
 from core import faults
 from core.engine import engine_config, engines_on_cpu
+from core.heartbeat import FOLDER as HEARTBEATS
 from core.run_dir import (RunDirError, ensure_dir, latest_checkpoint, make_logger_factory, read_metrics,
                           require_metrics_through, resume_point, start_point, truncate_metrics)
 from core.stages import HeldoutSet, RolloutSetup, TrainLoopSetup
@@ -216,6 +218,7 @@ def run(cfg: Config) -> dict:
         finally:
             if monitor is not None:
                 monitor.stop()
+                shutil.rmtree(os.path.join(cfg.run_dir, HEARTBEATS), ignore_errors=True)  # killed processes' files
         final_step, final_path = latest_checkpoint(cfg.run_dir)  # the last step's, just committed
     after = heldout_accuracy(cfg, final_path, heldout)
     ray.kill(store)

@@ -1,5 +1,7 @@
 """Faults injected on purpose into a real run (the default job, shortened): SIGKILL of a Ray Train worker,
-of the vLLM rollout actor and of the weight store, while the run is training.
+of the vLLM rollout actor and of the weight store, while the run is training; deterministic kills of the train
+worker at every point of a step (``EAPO_FAULTS``, ``core.faults``); SIGSTOP of a train worker (the hang
+monitor, ``trainer.hang_timeout_s``) with no restarts left (one error line, exit code 3).
 
 Each run must finish by itself with every step in ``metrics.jsonl`` exactly once, in order, each at its own
 data position (``data/first_shard``), and report the time from the kill to the next completed step (printed:
