@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,38 +173,58 @@ def test_kills_at_every_point_of_a_step_lose_no_step(tmp_path):
     print(f"\n[fault] train worker killed at {len(KILLS)} points of a step: job {time.time() - t0:.0f} s")
 
 
-def test_a_stopped_train_worker_is_killed_and_running_out_of_restarts_ends_with_one_line(tmp_path):
-    """SIGSTOP of the train worker after step 1: the driver's hang monitor (``trainer.hang_timeout_s=10``) kills
-    it; with ``trainer.max_failures=0`` the run then ends with one ``error:`` line and exit code 3."""
+def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, log: Path, timeout: float = 900) -> None:
+    deadline = time.time() + timeout
+    while max(_steps(run_dir), default=0) < step:
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-4000:]
+        time.sleep(0.2)
+
+
+def test_stopped_processes_are_killed_and_running_out_of_restarts_ends_with_one_line(tmp_path):
+    """The hang monitor (``trainer.hang_timeout_s=10``): SIGSTOP of the rollout actor after step 1 -> killed,
+    replaced by Ray Data, the run goes on; SIGSTOP of the train worker after step 2 -> killed; with
+    ``trainer.max_failures=0`` the run then ends with one ``error:`` line and exit code 3."""
     run_dir, log = tmp_path / "run", tmp_path / "job.log"
     cmd = [sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *COMMIT_JOB, "trainer.max_failures=0",
            "trainer.hang_timeout_s=10"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        victims = []
+        stopped = []
         try:
-            deadline = time.time() + 900
-            while max(_steps(run_dir), default=0) < 1:
-                assert proc.poll() is None and time.time() < deadline, log.read_text()[-4000:]
-                time.sleep(0.2)
-            victims = _pids("ray::RayTrainWorker", proc.pid)
-            assert victims, "no process titled ray::RayTrainWorker"
-            os.kill(victims[0], signal.SIGSTOP)
-            stopped_at = time.time()
+            _wait_for_step(run_dir, 1, proc, log)
+            stopped += _pids("RolloutWorker", proc.pid)[:1]
+            assert stopped, "no process titled RolloutWorker"
+            os.kill(stopped[-1], signal.SIGSTOP)
+            t_rollout = time.time()
+            _wait_for_step(run_dir, 2, proc, log)
+            rollout_recovered = time.time() - t_rollout
+            complete = run_dir / "checkpoints" / "step_2" / "COMPLETE"  # committed after the step's metrics line
+            while not complete.exists():
+                assert proc.poll() is None, log.read_text()[-4000:]
+                time.sleep(0.1)
+            stopped += _pids("ray::RayTrainWorker", proc.pid)[:1]
+            assert len(stopped) == 2, "no process titled ray::RayTrainWorker"
+            os.kill(stopped[-1], signal.SIGSTOP)
+            t_train = time.time()
             proc.wait(timeout=300)
-            ended = time.time() - stopped_at
+            ended = time.time() - t_train
         finally:
             if proc.poll() is None:
                 proc.kill()
-            for pid in victims:
+            for pid in stopped:
                 if alive(pid):
                     os.kill(pid, signal.SIGKILL)
     output = log.read_text()
     assert proc.returncode == 3, output[-6000:]
+    for role in ("rollout", "train-rank0"):
+        assert f"WARNING: {role} (pid " in output, output[-6000:]
     assert "sent no heartbeat for" in output and "(trainer.hang_timeout_s=10)" in output, output[-6000:]
-    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    # the job's own line on stderr; stdout shares the log file, where a progress bar may leave a partial line
+    # before it (and Ray's raylet messages, split by the bars' carriage returns, other lines starting "error: ")
+    errors = re.findall(r"error: training failed[^\r\n]*", output)
     assert len(errors) == 1, output[-6000:]
     assert errors[0].startswith("error: training failed after 0 worker-group restarts (trainer.max_failures=0): "
                                 "train worker rank 0: "), errors[0]
-    assert "run the same command again" in errors[0], errors[0]
-    print(f"\n[fault] train worker SIGSTOP after step 1: killed and the run ended (rc 3) {ended:.1f} s later")
+    assert "the newest checkpoint is step 2" in errors[0] and "run the same command again" in errors[0], errors[0]
+    print(f"\n[fault] rollout actor SIGSTOP after step 1: step 2 logged {rollout_recovered:.1f} s later; train "
+          f"worker SIGSTOP after step 2: killed and the run ended (rc 3) {ended:.1f} s later")
