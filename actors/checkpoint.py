@@ -5,8 +5,9 @@
 module states), ``rng/rank<r>.pt`` (python, numpy and torch RNG of each worker), ``state.json``
 (``step``; the data position follows from it) and ``manifest.json`` (every file's size and sha256).
 
-Saving is a commit (``core.checkpoint_files.commit``): every rank fsyncs what it wrote, then rank 0
-writes ``state.json``, the manifest and ``COMPLETE`` last, each durably, so a crash or power loss
+Saving is a write (:func:`write_checkpoint`: every rank fsyncs what it wrote, rank 0 writes ``state.json``)
+then a commit (:func:`commit_checkpoint`, ``core.checkpoint_files.commit``): rank 0 writes the manifest and
+``COMPLETE`` last, each durably, so a crash or power loss
 mid-save never leaves a checkpoint that resume would pick up. A failed write (disk full...) removes
 the partial folder and raises :class:`~core.run_dir.RunDirError` naming the checkpoint and the cause;
 earlier checkpoints are untouched. Pruning (``trainer.keep_checkpoints``) counts intact checkpoints only,
@@ -37,7 +38,17 @@ def _barrier() -> None:
 
 
 def save_checkpoint(engine, cfg, step: int, rank: int, tokenizer_path: str) -> str:
-    """Collective: every rank must call it. Returns the checkpoint directory (committed: see module docstring)."""
+    """Collective: every rank must call it. :func:`write_checkpoint` then :func:`commit_checkpoint`; returns the
+    checkpoint directory (committed: see module docstring)."""
+    path = write_checkpoint(engine, cfg, step, rank, tokenizer_path)
+    commit_checkpoint(cfg, path, step, rank)
+    return path
+
+
+def write_checkpoint(engine, cfg, step: int, rank: int, tokenizer_path: str) -> str:
+    """Collective: every rank writes and fsyncs its files, rank 0 ``state.json``; not committed yet (no
+    manifest, no ``COMPLETE``: resume does not see it). What must be durable before the commit (the step's
+    metrics line, :mod:`actors.train_worker`) goes between this and :func:`commit_checkpoint`."""
     path = checkpoint_dir(cfg.run_dir, step)
     try:
         if rank == 0:
@@ -48,16 +59,24 @@ def save_checkpoint(engine, cfg, step: int, rank: int, tokenizer_path: str) -> s
         _barrier()
         if rank == 0:
             write_durably(os.path.join(path, STATE), json.dumps({"step": step, "algorithm": cfg.algorithm.name}).encode())
-            commit(path, step, cfg.trainer.checkpoint_checksums)
     except (OSError, RuntimeError) as err:
         if isinstance(err, RunDirError):
             raise
         raise _save_failed(path, err) from err
+    return path
+
+
+def commit_checkpoint(cfg, path: str, step: int, rank: int) -> None:
+    """Collective: rank 0 commits the written checkpoint ``path`` (manifest, ``COMPLETE``) and prunes old ones."""
+    _barrier()
     if rank == 0:
+        try:
+            commit(path, step, cfg.trainer.checkpoint_checksums)
+        except OSError as err:
+            raise _save_failed(path, err) from err
         for old_path in checkpoints_to_remove(cfg):
             discard(old_path)
     _barrier()
-    return path
 
 
 def _fresh_folder(run_dir: str, path: str) -> None:

@@ -27,6 +27,7 @@ from actors.weights import STORE_NAME, load_into_vllm
 from core.batch import PromptShard, RolloutShard, object_column
 from core.config import Config, shards_per_step
 from core.engine import EngineConfig
+from core.heartbeat import start_heartbeat
 from core.stages import HeldoutSet, RolloutSetup
 
 
@@ -153,6 +154,7 @@ class RolloutWorker:
         from core.engine import engine_config, engines_on_cpu
 
         cfg = setup.cfg
+        self.heartbeat = start_heartbeat(cfg, "rollout")  # beats from the start: the engine build takes a while
         self.llm = make_engine(setup.model_path, engine_config(cfg), engines_on_cpu(cfg))
         self.cfg, self.version = cfg, setup.initial_version
         self.scorer = Scorer(cfg)

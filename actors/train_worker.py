@@ -3,8 +3,11 @@
 Per step, each worker takes its shards of the step from the Ray Train dataset shard, then the
 policy update (:mod:`actors.update`: credit shaping with EAPO or any registered algorithm, the loss,
 DeepSpeed optimizer steps over micro-batches, skipped without signal) -> rank 0 publishes the new weights
-to the rollout engines, logs metrics (and a console warning when a step trains on nothing,
-:mod:`actors.train_warnings`) and (every ``save_every`` steps) all ranks write a checkpoint.
+to the rollout engines; (every ``save_every`` steps) all ranks write a checkpoint; rank 0 logs metrics (and a
+console warning when a step trains on nothing, :mod:`actors.train_warnings`), then the checkpoint is
+committed. The step's metrics line is fsynced before its checkpoint's ``COMPLETE``: a crash in between
+resumes from the checkpoint before and drops that line, a crash after keeps it, so ``metrics.jsonl`` holds
+every step up to the resume point (checked at every start, ``core.run_dir.require_metrics_through``).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from actors.checkpoint import load_trainer_state, save_checkpoint
+from actors.checkpoint import commit_checkpoint, load_trainer_state, write_checkpoint
 from actors.periodic_eval import evaluate_checkpoint
 from actors.reward import verdict_counts
 from actors.train_warnings import NothingTrainedWarnings
@@ -21,7 +24,9 @@ from actors.update import grad_check_due, update
 from actors.weights import STORE_NAME, full_state_dict
 from core.batch import collate
 from core.config import Config, shards_per_step
-from core.run_dir import start_point, truncate_metrics
+from core.faults import point as fault_point
+from core.heartbeat import start_heartbeat
+from core.run_dir import require_metrics_through, start_point, truncate_metrics
 from core.stages import TrainLoopSetup
 
 
@@ -183,6 +188,12 @@ def micro_batching(cfg: Config, world: int) -> tuple[int, int]:
     return micro, mini // micro
 
 
+def fault(rank: int, name: str, step: int, run_dir: str) -> None:
+    """Rank 0's fault-injection point ``name`` of ``step`` (``core.faults``, ``EAPO_FAULTS``; tests only)."""
+    if rank == 0:
+        fault_point(name, step, run_dir)
+
+
 class BoundedBatches:
     """The worker's rollout stream with a bound on each wait: a step whose shards do not arrive within
     ``timeout_s`` raises TimeoutError naming the step (Ray Train then restarts from the last checkpoint,
@@ -225,6 +236,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     start_step, model_path = start_point(cfg.run_dir, setup.initial_path)  # also where a restart continues
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    heartbeat = start_heartbeat(cfg, f"train-rank{rank}")  # a stopped worker is killed (pipeline.hang_monitor)
     per_worker = shards_per_step(cfg) // world
     micro, grad_accum = micro_batching(cfg, world)
     engine = build_engine(cfg, model_path, micro, grad_accum)
@@ -233,6 +245,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     algo = build_algorithm(cfg.algorithm)
     if rank == 0:
         truncate_metrics(cfg.run_dir, start_step)  # steps a failed attempt logged after its last checkpoint
+        require_metrics_through(cfg.run_dir, start_step)  # a step before the checkpoint without its line: refuse
     logger = setup.logger_factory(start_step) if rank == 0 else None
     warnings = NothingTrainedWarnings(cfg.rollout.max_tokens, cfg.algorithm.max_sampling_rounds)
     stream = ray.train.get_dataset_shard("rollouts").iter_batches(
@@ -251,10 +264,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         adv_tok = batch.advantages[:, None] * batch.response_mask
         diag = algo.diagnostics(adv_tok, result.credit, result.entropy, batch.response_mask, batch.group_ids)
         train_s = time.perf_counter() - t_train
+        fault(rank, "before_publish", step + 1, cfg.run_dir)
         publish_s = publish_weights(engine, step + 1)
+        fault(rank, "after_publish", step + 1, cfg.run_dir)
         saved = checkpoint_due(cfg, step + 1)
-        if saved:
-            path = save_checkpoint(engine, cfg, step + 1, rank, setup.tokenizer_path)
+        if saved:  # written, not committed: the step's metrics line becomes durable first (below)
+            path = write_checkpoint(engine, cfg, step + 1, rank, setup.tokenizer_path)
         evaluation = {}
         if rank == 0 and eval_due(cfg, step + 1):
             evaluation = evaluate_checkpoint(cfg, path)
@@ -275,13 +290,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = {**step_metrics(shards, batch, result.old_logprobs, result.entropy, diag, result.stats, timings),
                    **evaluation}
         if logger is not None:
-            logger.log(step + 1, metrics, sync=saved)
+            logger.log(step + 1, metrics, sync=saved)  # fsynced before the checkpoint's COMPLETE
             warning = warnings.line(step + 1, metrics)
             if warning:
                 print(warning, flush=True)
+        if saved:
+            fault(rank, "after_metrics", step + 1, cfg.run_dir)
+            commit_checkpoint(cfg, path, step + 1, rank)
+            fault(rank, "after_complete", step + 1, cfg.run_dir)
         if saved:  # Ray Train's report blocks until its controller polls (~0.4-1.3 s): only at checkpoints
             ray.train.report({"step": step + 1, "checkpoint": path,
                               **{k: v for k, v in metrics.items() if k.startswith("reward/")}})
         log_s = time.perf_counter() - now
     if logger is not None:
         logger.close()
+    if heartbeat is not None:
+        heartbeat.stop()

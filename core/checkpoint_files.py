@@ -9,8 +9,9 @@ is written durably, then ``COMPLETE`` is written durably. A crash at any point b
 Ray): every manifest file present with its size (and checksum), ``state.json`` a JSON object with the
 folder's step, ``config.json`` JSON, each ``*.safetensors`` file's header readable and describing exactly
 the file's size, each ``*.pt`` file (DeepSpeed states, RNG) a complete zip archive (``torch.save``'s
-format), DeepSpeed's ``trainer_state/latest`` naming a tag folder that exists. Checkpoints written before
-manifests existed get the structural checks only.
+format), DeepSpeed's ``trainer_state/latest`` naming a tag folder that exists. The manifest is required:
+a committed checkpoint whose manifest is missing, empty or not valid, that lacks a listed file or holds a
+file the manifest does not list is damaged (nothing could tell its files from changed or foreign ones).
 
 A checkpoint found damaged at resume is *demoted* (:func:`demote`): ``COMPLETE`` becomes ``DAMAGED``
 (holding what is wrong), so nothing (resume, ``serve follow=``, pruning) takes it for a complete one again;
@@ -50,13 +51,9 @@ def build_manifest(path: str, step: int, checksums: bool) -> dict:
     """Every file under the checkpoint folder ``path`` (relative path -> size in bytes and sha256, or None
     without ``checksums``), but the manifest and the markers themselves."""
     files = {}
-    for folder, _, names in os.walk(path):
-        for name in names:
-            full = os.path.join(folder, name)
-            rel = os.path.relpath(full, path)
-            if rel in _NOT_LISTED:
-                continue
-            files[rel] = {"size": os.path.getsize(full), "sha256": sha256_of(full) if checksums else None}
+    for rel in _listed_files(path):
+        full = os.path.join(path, rel)
+        files[rel] = {"size": os.path.getsize(full), "sha256": sha256_of(full) if checksums else None}
     return {"format": MANIFEST_FORMAT, "step": step, "files": dict(sorted(files.items()))}
 
 
@@ -100,8 +97,8 @@ def verify(path: str, step: int, checksums: bool) -> str | None:
     or None when it is intact. ``checksums``: also re-hash every file listed with a sha256 in the manifest
     (reads the whole checkpoint); without, sizes and headers only (milliseconds)."""
     problems = _manifest_problems(path, step, checksums)
-    if not problems:
-        problems = _structure_problems(path, step)
+    if not problems or not _manifest_usable(problems):  # without a manifest, say what else is wrong
+        problems += _structure_problems(path, step)
     if not problems:
         return None
     more = len(problems) - _PROBLEMS_SHOWN
@@ -119,28 +116,53 @@ def _read_json(path: str, name: str) -> tuple[object, str | None]:
         return None, f"{name} is not valid JSON ({err})"
 
 
+def _manifest_usable(problems: list[str]) -> bool:
+    """Whether ``problems`` are about the files (the manifest itself could be read)."""
+    return not problems[0].startswith(MANIFEST)
+
+
+def _listed_files(path: str) -> set[str]:
+    """Every file under ``path`` that a manifest lists (all but the manifest and the markers)."""
+    found = set()
+    for folder, _, names in os.walk(path):
+        for name in names:
+            rel = os.path.relpath(os.path.join(folder, name), path)
+            if rel not in _NOT_LISTED:
+                found.add(rel)
+    return found
+
+
 def _manifest_problems(path: str, step: int, checksums: bool) -> list[str]:
-    """Problems against ``manifest.json`` (none when the checkpoint predates manifests)."""
+    """Problems against ``manifest.json``, which a committed checkpoint must have: missing, empty or not a
+    manifest of ``step``; a listed file missing or changed; a file on disk that it does not list."""
     if not os.path.exists(os.path.join(path, MANIFEST)):
-        return []
+        return [f"{MANIFEST} is missing (a committed checkpoint lists every file in it): its files cannot be "
+                "checked"]
     manifest, problem = _read_json(path, MANIFEST)
     if problem:
         return [problem]
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or manifest.get("step") != step:
         return [f"{MANIFEST} is not a manifest of step {step}"]
+    if not files:
+        return [f"{MANIFEST} lists no files"]
     problems = []
     for rel, entry in files.items():
         full = os.path.join(path, rel)
+        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int):
+            problems.append(f"{MANIFEST} has no size for {rel}")
+            continue
         if not os.path.isfile(full):
             problems.append(f"{rel} is missing")
             continue
         size = os.path.getsize(full)
-        if size != entry.get("size"):
-            problems.append(f"{rel} has {size} bytes, the manifest says {entry.get('size')} "
-                            f"({'truncated' if size < entry.get('size', 0) else 'changed'})")
+        if size != entry["size"]:
+            problems.append(f"{rel} has {size} bytes, the manifest says {entry['size']} "
+                            f"({'truncated' if size < entry['size'] else 'changed'})")
         elif checksums and entry.get("sha256") and sha256_of(full) != entry["sha256"]:
             problems.append(f"{rel} does not match its sha256 in the manifest (corrupted)")
+    problems += [f"{rel} is not listed in {MANIFEST} (added after the commit)"
+                 for rel in sorted(_listed_files(path) - set(files))]
     return problems
 
 

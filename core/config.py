@@ -121,6 +121,7 @@ class TrainerConfig:
     is_cap: float
     max_failures: int
     data_timeout_s: float
+    hang_timeout_s: float
     grad_check_every: int
     grad_check_rows: int
 

@@ -11,7 +11,8 @@ Layout::
 Resume (:func:`resume_point`) starts from the newest checkpoint that passes
 ``core.checkpoint_files.verify``; newer damaged ones are reported (path and what is wrong) and demoted.
 ``metrics.jsonl`` is read line by line: a torn last line (power loss, disk full) is dropped with a
-warning, any other unparseable line is a :class:`RunDirError` naming file and line. A run directory
+warning, any other unparseable line is a :class:`RunDirError` naming file and line; a resume whose
+``metrics.jsonl`` lacks a step up to the checkpoint is refused (:func:`require_metrics_through`). A run directory
 deleted while the run writes to it is an error naming it: it is never silently recreated.
 """
 from __future__ import annotations
@@ -125,6 +126,42 @@ def truncate_metrics(run_dir: str, last_step: int, log=_stderr) -> None:
     kept = b"".join(line + b"\n" for line, row in _metric_lines(path, data, log) if row["step"] <= last_step)
     if kept != data:
         write_durably(path, kept)
+
+
+def require_metrics_through(run_dir: str, last_step: int, log=_stderr) -> None:
+    """Raise :class:`RunDirError` unless ``metrics.jsonl`` holds steps 1..``last_step`` exactly once each, in
+    order (call after :func:`truncate_metrics`): a run resuming from ``last_step``'s checkpoint must not leave a
+    step without its record (a lost line cannot be recomputed). The message names the file, the steps missing
+    or repeated, and how to go on."""
+    path = os.path.join(run_dir, METRICS)
+    steps = [row["step"] for row in read_metrics(run_dir, log)]
+    if steps == list(range(1, last_step + 1)):
+        return
+    missing = sorted(set(range(1, last_step + 1)) - set(steps))
+    repeated = sorted({s for s in steps if steps.count(s) > 1})
+    what = []
+    if missing:
+        what.append(f"no line for step{'s' if len(missing) > 1 else ''} {_ranges(missing)}")
+    if repeated:
+        what.append(f"step{'s' if len(repeated) > 1 else ''} {_ranges(repeated)} more than once")
+    if not what:
+        what.append("steps out of order")
+    first_bad = min(missing + repeated) if missing or repeated else 1
+    raise RunDirError(f"{path} has {' and '.join(what)}, but the run resumes from the checkpoint of step {last_step}: "
+                      f"that record is lost; move the checkpoints after step {first_bad - 1} aside to redo the steps "
+                      f"from there (or use another run_dir)")
+
+
+def _ranges(steps: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1-3, 5"`` (at most 5 ranges shown)."""
+    spans: list[list[int]] = []
+    for s in steps:
+        if spans and s == spans[-1][1] + 1:
+            spans[-1][1] = s
+        else:
+            spans.append([s, s])
+    text = [f"{a}-{b}" if b > a else f"{a}" for a, b in spans[:5]]
+    return ", ".join(text) + (f" and {len(spans) - 5} more ranges" if len(spans) > 5 else "")
 
 
 def read_metrics(run_dir: str, log=_stderr) -> list[dict]:

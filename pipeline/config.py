@@ -132,7 +132,8 @@ def _validate_sizes(c: Config) -> None:
     non_negative = {
         "seed": c.seed, "heldout.size": c.heldout.size, "heldout.every": c.heldout.every,
         "heldout.sample_k": c.heldout.sample_k,
-        "trainer.max_failures": c.trainer.max_failures, "trainer.grad_check_every": c.trainer.grad_check_every,
+        "trainer.max_failures": c.trainer.max_failures, "trainer.hang_timeout_s": c.trainer.hang_timeout_s,
+        "trainer.grad_check_every": c.trainer.grad_check_every,
         "warm_start.steps": c.warm_start.steps, "rollout.staleness": c.rollout.staleness,
         "rollout.cpus_per_actor": c.rollout.cpus_per_actor, "rollout.gpus_per_actor": c.rollout.gpus_per_actor,
         "trainer.weight_decay": c.trainer.weight_decay,

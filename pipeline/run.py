@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 from omegaconf import DictConfig
@@ -17,14 +18,17 @@ from omegaconf import DictConfig
 from core.cli import app, fail
 from core.config_files import CONFIG_DIR
 from core.durable import write_durably
+from core import faults
 from core.engine import engine_config, engines_on_cpu
+from core.heartbeat import FOLDER as HEARTBEATS
 from core.run_dir import (RunDirError, ensure_dir, latest_checkpoint, make_logger_factory, read_metrics,
-                          resume_point, start_point, truncate_metrics)
+                          require_metrics_through, resume_point, start_point, truncate_metrics)
 from core.stages import HeldoutSet, RolloutSetup, TrainLoopSetup
 from core.typed import ConfigError
 from pipeline import config as config_mod
 from pipeline.config import Config, shards_per_step
 from pipeline.data import NORMALISE_CPUS, READ_CPUS, SHARD_CPUS, DataError
+from pipeline.hang_monitor import HangMonitor
 from pipeline.report import heldout_curve, plot_training_curves
 from pipeline.resources import Request, ensure_resources
 from pipeline.setup import heldout_set, init_ray, prepare_policy, prepare_source, say, source_spec
@@ -92,12 +96,13 @@ class RestartableStream:
 def trainer_settings(cfg: Config) -> dict:
     """The Ray Train worker group of the run: ``ScalingConfig`` arguments, the torch process-group backend
     (NCCL with GPUs, gloo without), where Ray Train keeps its state (under ``run_dir``), how many worker
-    failures it restarts from (``trainer.max_failures``) and how long a worker waits for a step's shards."""
+    failures it restarts from (``trainer.max_failures``), how long a worker waits for a step's shards and how
+    long a silent heartbeat is taken for a hang (``trainer.hang_timeout_s``, :mod:`pipeline.hang_monitor`)."""
     t = cfg.trainer
     return {"scaling": {"num_workers": t.num_workers, "use_gpu": t.use_gpu,
                         "resources_per_worker": {"CPU": t.cpus_per_worker}},
             "backend": "nccl" if t.use_gpu else "gloo", "storage_path": os.path.join(cfg.run_dir, "ray_train"),
-            "max_failures": t.max_failures, "data_timeout_s": t.data_timeout_s}
+            "max_failures": t.max_failures, "data_timeout_s": t.data_timeout_s, "hang_timeout_s": t.hang_timeout_s}
 
 
 def resource_requests(cfg: Config) -> list[Request]:
@@ -181,6 +186,7 @@ def heldout_accuracy(cfg: Config, model_path: str, heldout: HeldoutSet) -> dict:
 def run(cfg: Config) -> dict:
     """The whole job; returns the summary written to ``<run_dir>/summary.json``."""
     t0 = time.time()
+    faults.planned()  # a misspelt EAPO_FAULTS (fault tests) fails here, not in a worker
     ensure_dir(cfg.run_dir, "run_dir")
     init_path, tokenizer = prepare_policy(cfg)
     source = prepare_source(cfg, tokenizer)
@@ -188,6 +194,7 @@ def run(cfg: Config) -> dict:
     resume = resume_point(cfg.run_dir, cfg.trainer.checkpoint_checksums, log=say)  # verified before Ray starts
     start_step, model_path = resume if resume else (0, init_path)
     truncate_metrics(cfg.run_dir, start_step, log=say)
+    require_metrics_through(cfg.run_dir, start_step, log=say)
     if resume:
         say(f"resuming from {model_path} (step {start_step})")
     init_ray(cfg)
@@ -204,7 +211,14 @@ def run(cfg: Config) -> dict:
     store = get_or_create_store(start_step)
     final_step, final_path = start_step, model_path
     if start_step < cfg.trainer.total_steps:
-        train(cfg, table, tokenizer.pad_token_id, init_path, heldout)
+        hang_s = cfg.trainer.hang_timeout_s
+        monitor = HangMonitor(cfg.run_dir, hang_s, say).start() if hang_s else None
+        try:
+            train(cfg, table, tokenizer.pad_token_id, init_path, heldout)
+        finally:
+            if monitor is not None:
+                monitor.stop()
+                shutil.rmtree(os.path.join(cfg.run_dir, HEARTBEATS), ignore_errors=True)  # killed processes' files
         final_step, final_path = latest_checkpoint(cfg.run_dir)  # the last step's, just committed
     after = heldout_accuracy(cfg, final_path, heldout)
     ray.kill(store)
@@ -296,22 +310,69 @@ def input_error(exc: BaseException) -> ConfigError | DataError | RunDirError | N
     return None
 
 
-def fail_cleanly(exc: BaseException) -> None:
+RESTARTS_EXHAUSTED = 3  # exit code of a run that ran out of worker-group restarts (trainer.max_failures)
+
+
+def fail_cleanly(exc: BaseException, cfg: Config | None = None, argv: list[str] | None = None) -> None:
     """Configuration, data and run-directory errors (a damaged metrics.jsonl, no intact checkpoint, a full
     disk or a deleted run_dir while writing) end the job with one line ``error: ...`` on stderr and exit
-    code 2; anything else propagates with its traceback."""
+    code 2; a worker group that failed once more than ``trainer.max_failures`` allows ends with one line
+    (:func:`restarts_exhausted`) and exit code 3; anything else propagates with its traceback."""
     err = input_error(exc)
-    if err is None:
-        raise exc
-    fail(str(err) or type(err).__name__)
+    if err is not None:
+        fail(str(err) or type(err).__name__)
+    if cfg is not None and _is_training_failure(exc):
+        import sys
+
+        print(f"error: {restarts_exhausted(exc, cfg, sys.argv if argv is None else argv)}", file=sys.stderr,
+              flush=True)
+        sys.exit(RESTARTS_EXHAUSTED)
+    raise exc
+
+
+def _is_training_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ray Train's end of ``fit()`` after its restarts (``WorkerGroupError``)."""
+    try:
+        from ray.train import WorkerGroupError
+    except ImportError:  # Ray Train v1
+        from ray.train.base_trainer import TrainingFailedError as WorkerGroupError
+    return isinstance(exc, WorkerGroupError)
+
+
+def _died(rank: int, exc: BaseException) -> str:
+    """``train worker rank R: <innermost error, first line>``."""
+    inner = exc
+    while _wrapped(inner):
+        inner = _wrapped(inner)[0]
+    lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
+    text = lines[-1] if lines else ""
+    return f"train worker rank {rank}: {type(inner).__name__}{': ' + text[:160] if text else ''}"
+
+
+def restarts_exhausted(exc: BaseException, cfg: Config, argv: list[str]) -> str:
+    """One line for a worker group that kept failing: what died (each failed rank and its error), that the
+    ``trainer.max_failures`` restarts were used up, where the run stands and the command that resumes it."""
+    import shlex
+
+    failures = getattr(exc, "worker_failures", None) or {}
+    died = "; ".join(_died(rank, failures[rank]) for rank in sorted(failures)) or str(exc).splitlines()[0]
+    n = cfg.trainer.max_failures
+    found = latest_checkpoint(cfg.run_dir)
+    where = f"the newest checkpoint is step {found[0]} ({found[1]})" if found else "no checkpoint was written yet"
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "pipeline.run", *argv[1:]])
+    return (f"training failed after {n} worker-group restart{'s' if n != 1 else ''} (trainer.max_failures={n}): "
+            f"{died}; {where}; to resume, run the same command again ({command}), with a larger "
+            "trainer.max_failures if the failures are expected")
 
 
 @app(str(CONFIG_DIR), "config")
 def main(hydra_cfg: DictConfig) -> None:
+    cfg = None
     try:
-        run(config_mod.resolve_paths(config_mod.load(hydra_cfg)))
-    except Exception as exc:  # noqa: BLE001 - config/data errors become one line, the rest re-raises
-        fail_cleanly(exc)
+        cfg = config_mod.resolve_paths(config_mod.load(hydra_cfg))
+        run(cfg)
+    except Exception as exc:  # noqa: BLE001 - config/data errors and exhausted restarts become one line
+        fail_cleanly(exc, cfg)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Checkpoint commit and verification on real files: a committed checkpoint verifies; each kind of damage
 (truncated weights, a missing DeepSpeed file, garbage state.json, a flipped byte, a torn torch archive, a
-garbage manifest) is named with the file at fault; checkpoints without a manifest get the structural checks."""
+garbage, empty or missing manifest, a file it does not list) is named with the file at fault; behind a matching
+manifest the structure is still checked."""
 from __future__ import annotations
 
 import json
@@ -57,12 +58,7 @@ def test_garbage_state_json_is_named(ckpt):
 
 
 def test_a_flipped_byte_is_caught_by_the_checksum_only(ckpt):
-    weights = os.path.join(ckpt, "model.safetensors")
-    with open(weights, "r+b") as f:
-        f.seek(os.path.getsize(weights) - 10)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(os.path.join(ckpt, "model.safetensors"))
     assert verify(ckpt, 4, checksums=False) is None  # same size, header fine
     assert verify(ckpt, 4, checksums=True) == "model.safetensors does not match its sha256 in the manifest (corrupted)"
 
@@ -73,18 +69,67 @@ def test_a_garbage_manifest_is_named(ckpt):
     assert verify(ckpt, 4, checksums=False).startswith("manifest.json is not valid JSON")
 
 
-def test_without_manifest_the_structure_is_checked(ckpt):
-    """Checkpoints written before manifests: intact ones still verify, damage inside files is still seen."""
+def flip_byte(path: str, from_end: int = 10) -> None:
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) - from_end)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("checksums", [False, True])
+def test_a_missing_manifest_is_damage(ckpt, checksums):
+    """Without the manifest nothing tells a changed file from the committed one: the checkpoint is damaged."""
     os.unlink(os.path.join(ckpt, MANIFEST))
-    assert verify(ckpt, 4, checksums=True) is None
+    problem = verify(ckpt, 4, checksums=checksums)
+    assert problem is not None and problem.startswith("manifest.json is missing"), problem
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("", "manifest.json is not valid JSON"),
+    ("[]", "manifest.json is not a manifest of step 4"),
+    ('{"format": 1, "step": 5, "files": {"state.json": {"size": 1}}}', "manifest.json is not a manifest of step 4"),
+    ('{"format": 1, "step": 4, "files": {}}', "manifest.json lists no files"),
+    ('{"format": 1, "step": 4, "files": {"state.json": {}}}', "manifest.json has no size for state.json"),
+])
+def test_an_empty_or_invalid_manifest_is_damage(ckpt, content, expected):
+    with open(os.path.join(ckpt, MANIFEST), "w") as f:
+        f.write(content)
+    problem = verify(ckpt, 4, checksums=False)
+    assert problem is not None and problem.startswith(expected), problem
+
+
+def test_a_deleted_tokenizer_is_named(ckpt):
+    os.unlink(os.path.join(ckpt, "tokenizer.json"))
+    assert verify(ckpt, 4, checksums=False) == "tokenizer.json is missing"
+
+
+def test_a_flipped_optimizer_byte_is_named_with_checksums(ckpt):
+    flip_byte(os.path.join(ckpt, "trainer_state", "deepspeed", "mp_rank_00_model_states.pt"), from_end=200)
+    assert verify(ckpt, 4, checksums=True) == ("trainer_state/deepspeed/mp_rank_00_model_states.pt does not match "
+                                               "its sha256 in the manifest (corrupted)")
+
+
+def test_a_file_the_manifest_does_not_list_is_damage(ckpt):
+    with open(os.path.join(ckpt, "trainer_state", "deepspeed", "zero_pp_rank_1_mp_rank_00_optim_states.pt"), "wb") as f:
+        f.write(b"foreign")
+    problem = verify(ckpt, 4, checksums=False)
+    assert problem == ("trainer_state/deepspeed/zero_pp_rank_1_mp_rank_00_optim_states.pt is not listed in "
+                       "manifest.json (added after the commit)"), problem
+
+
+def test_the_structure_is_checked_behind_a_matching_manifest(ckpt):
+    """Files written damaged before the commit (the manifest matches them): the structure still tells."""
     rng = os.path.join(ckpt, "rng", "rank0.pt")
     truncate(rng, os.path.getsize(rng) - 30)
     weights = os.path.join(ckpt, "model.safetensors")
     truncate(weights, os.path.getsize(weights) - 1)
-    problem = verify(ckpt, 4, checksums=False)
+    write_durably(os.path.join(ckpt, MANIFEST), json.dumps(build_manifest(ckpt, 4, checksums=True)).encode())
+    problem = verify(ckpt, 4, checksums=True)
     assert "model.safetensors has" in problem and "rng/rank0.pt is not a complete torch.save archive" in problem
     with open(os.path.join(ckpt, "state.json"), "w") as f:
-        json.dump({"step": 5}, f)
+        json.dump({"step": 5, "algorithm": "eapo"}, f)
+    write_durably(os.path.join(ckpt, MANIFEST), json.dumps(build_manifest(ckpt, 4, checksums=True)).encode())
     assert "state.json does not say step 4" in verify(ckpt, 4, checksums=False)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.checkpoint_files import COMPLETE, DAMAGED
 from core.run_dir import (METRICS, MetricsLogger, RunDirError, latest_checkpoint, list_checkpoints, read_metrics,
-                          resume_point, truncate_metrics)
+                          require_metrics_through, resume_point, truncate_metrics)
 from tests.checkpoint_layout import write_checkpoint
 
 
@@ -45,6 +45,17 @@ def test_resume_falls_back_past_damaged_checkpoints_and_demotes_them(run_dir):
     assert not (step30 / COMPLETE).exists() and "model.safetensors" in (step30 / DAMAGED).read_text()
     assert weights.exists()
     assert resume_point(str(run_dir), checksums=True, log=warnings.append)[0] == 10 and len(warnings) == 2
+
+
+def test_resume_falls_back_past_a_checkpoint_without_manifest(run_dir):
+    step30 = run_dir / "checkpoints/step_30"
+    os.unlink(step30 / "manifest.json")
+    warnings = []
+    step20 = str(run_dir / "checkpoints/step_20")
+    assert resume_point(str(run_dir), checksums=False, log=warnings.append) == (20, step20)
+    assert len(warnings) == 1 and warnings[0].startswith(f"WARNING: checkpoint {step30} is damaged: manifest.json "
+                                                         "is missing"), warnings
+    assert "manifest.json is missing" in (step30 / DAMAGED).read_text()
 
 
 def test_no_intact_checkpoint_is_an_error_naming_the_folder(run_dir):
@@ -150,3 +161,27 @@ def test_logger_on_a_full_disk_names_the_file_and_the_cause(tmp_path):
         logger.log(1, {"reward/mean": 0.5, "timing/step_s": 1.0})
     assert str(info.value).startswith(f"cannot append step 1 to {tmp_path / METRICS}: no space left on device")
     logger.tb.close()
+
+
+def test_every_step_up_to_the_checkpoint_has_its_line(tmp_path):
+    write_metrics(tmp_path, [1, 2, 3, 4])
+    require_metrics_through(str(tmp_path), 4)
+    require_metrics_through(str(tmp_path / "fresh"), 0)  # a fresh run: no file, nothing required
+
+
+@pytest.mark.parametrize("steps, expected", [
+    ([1, 2, 3, 4, 5, 7, 8], "has no line for step 6, but the run resumes from the checkpoint of step 8"),
+    ([3, 4], "has no line for steps 1-2, but"),
+    ([], "has no line for steps 1-4, but"),
+    ([1, 2, 2, 3, 4], "has step 2 more than once, but"),
+    ([1, 3, 2, 4], "has steps out of order, but"),
+])
+def test_a_step_without_its_line_is_refused(tmp_path, steps, expected):
+    """The issue's observed loss (steps 1-5, 7-10 after a kill between COMPLETE and the metrics line)."""
+    path = write_metrics(tmp_path, steps)
+    last = max(steps, default=4)
+    with pytest.raises(RunDirError) as info:
+        require_metrics_through(str(tmp_path), last)
+    message = str(info.value)
+    assert message.startswith(f"{path} {expected}"), message
+    assert "\n" not in message and "move the checkpoints after step" in message

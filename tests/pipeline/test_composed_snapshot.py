@@ -34,6 +34,7 @@ ADDED = {"heldout.path": None,  # held-out file for data.source=files
          "ray_autoscaling": False, "ray_resource_wait_s": 600.0,  # resources checked against the cluster
          "trainer.checkpoint_checksums": True,  # sha256 in every checkpoint's manifest
          "rollout.weight_timeout_s": 900, "trainer.max_failures": 3, "trainer.data_timeout_s": 900,
+         "trainer.hang_timeout_s": 120,  # hung (stopped) actors and workers are killed and restarted
          "algorithm.filter_metric": "accuracy",  # dynamic sampling filters on correctness (was: on the shaped reward)
          "heldout.sample_k": 4,
          "trainer.grad_check_every": 1, "trainer.grad_check_rows": 16,

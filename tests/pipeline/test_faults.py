@@ -1,5 +1,7 @@
 """Faults injected on purpose into a real run (the default job, shortened): SIGKILL of a Ray Train worker,
-of the vLLM rollout actor and of the weight store, while the run is training.
+of the vLLM rollout actor and of the weight store, while the run is training; deterministic kills of the train
+worker at every point of a step (``EAPO_FAULTS``, ``core.faults``); SIGSTOP of a train worker (the hang
+monitor, ``trainer.hang_timeout_s``) with no restarts left (one error line, exit code 3).
 
 Each run must finish by itself with every step in ``metrics.jsonl`` exactly once, in order, each at its own
 data position (``data/first_shard``), and report the time from the kill to the next completed step (printed:
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,3 +135,96 @@ def test_killed_driver_leaves_no_process_behind_and_a_rerun_resumes(tmp_path):
           f"{gone_after:.1f} s later")
     rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     _assert_every_step_once(run_dir, rerun, rerun.stdout + rerun.stderr)
+
+
+COMMIT_JOB = ["trainer.total_steps=4", "trainer.save_every=2", "heldout.size=8", "heldout.sample_k=0"]
+
+
+def _job(run_dir: Path, faults: str, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *COMMIT_JOB, *overrides],
+                          cwd=REPO, env={**os.environ, "EAPO_FAULTS": faults}, capture_output=True, text=True,
+                          timeout=900)
+
+
+KILLS = {  # EAPO_FAULTS point -> step: every point of a step, each once, in the order the run reaches them
+    "before_publish": 1,  # update done, weights not published: restart from scratch
+    "after_complete": 2,  # step 2 committed (where its metrics line used to be lost and a restart could stall)
+    "after_publish": 3,  # step 3's weights published, no checkpoint due: restart from step 2
+    "after_metrics": 4,  # step 4's line written, no COMPLETE: restart from step 2 drops lines 3-4, redoes them
+}
+
+
+def test_kills_at_every_point_of_a_step_lose_no_step(tmp_path):
+    """Deterministic kills (``EAPO_FAULTS``) of the train worker at each point of a step: before and after the
+    weights are published, after the metrics line before ``COMPLETE``, and after ``COMPLETE``. Four restarts
+    (``trainer.max_failures=4``); every step logged once, at its own data position."""
+    run_dir = tmp_path / "run"
+    t0 = time.time()
+    job = _job(run_dir, ",".join(f"{name}:step={step}" for name, step in KILLS.items()), "trainer.max_failures=4")
+    output = job.stdout + job.stderr
+    assert job.returncode == 0, output[-6000:]
+    for name, step in KILLS.items():  # Ray may echo a worker's line twice: look for each, not a count
+        assert f"at {name} of step {step}" in output, output[-6000:]
+        assert (run_dir / "faults" / f"{name}-{step}").exists()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["data/first_shard"] for r in rows] == [0, 1, 2, 3]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4
+    print(f"\n[fault] train worker killed at {len(KILLS)} points of a step: job {time.time() - t0:.0f} s")
+
+
+def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, log: Path, timeout: float = 900) -> None:
+    deadline = time.time() + timeout
+    while max(_steps(run_dir), default=0) < step:
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-4000:]
+        time.sleep(0.2)
+
+
+def test_stopped_processes_are_killed_and_running_out_of_restarts_ends_with_one_line(tmp_path):
+    """The hang monitor (``trainer.hang_timeout_s=10``): SIGSTOP of the rollout actor after step 1 -> killed,
+    replaced by Ray Data, the run goes on; SIGSTOP of the train worker after step 2 -> killed; with
+    ``trainer.max_failures=0`` the run then ends with one ``error:`` line and exit code 3."""
+    run_dir, log = tmp_path / "run", tmp_path / "job.log"
+    cmd = [sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *COMMIT_JOB, "trainer.max_failures=0",
+           "trainer.hang_timeout_s=10"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        stopped = []
+        try:
+            _wait_for_step(run_dir, 1, proc, log)
+            stopped += _pids("RolloutWorker", proc.pid)[:1]
+            assert stopped, "no process titled RolloutWorker"
+            os.kill(stopped[-1], signal.SIGSTOP)
+            t_rollout = time.time()
+            _wait_for_step(run_dir, 2, proc, log)
+            rollout_recovered = time.time() - t_rollout
+            complete = run_dir / "checkpoints" / "step_2" / "COMPLETE"  # committed after the step's metrics line
+            while not complete.exists():
+                assert proc.poll() is None, log.read_text()[-4000:]
+                time.sleep(0.1)
+            stopped += _pids("ray::RayTrainWorker", proc.pid)[:1]
+            assert len(stopped) == 2, "no process titled ray::RayTrainWorker"
+            os.kill(stopped[-1], signal.SIGSTOP)
+            t_train = time.time()
+            proc.wait(timeout=300)
+            ended = time.time() - t_train
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            for pid in stopped:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    output = log.read_text()
+    assert proc.returncode == 3, output[-6000:]
+    for role in ("rollout", "train-rank0"):
+        assert f"WARNING: {role} (pid " in output, output[-6000:]
+    assert "sent no heartbeat for" in output and "(trainer.hang_timeout_s=10)" in output, output[-6000:]
+    # the job's own line on stderr; stdout shares the log file, where a progress bar may leave a partial line
+    # before it (and Ray's raylet messages, split by the bars' carriage returns, other lines starting "error: ")
+    errors = re.findall(r"error: training failed[^\r\n]*", output)
+    assert len(errors) == 1, output[-6000:]
+    assert errors[0].startswith("error: training failed after 0 worker-group restarts (trainer.max_failures=0): "
+                                "train worker rank 0: "), errors[0]
+    assert "the newest checkpoint is step 2" in errors[0] and "run the same command again" in errors[0], errors[0]
+    print(f"\n[fault] rollout actor SIGSTOP after step 1: step 2 logged {rollout_recovered:.1f} s later; train "
+          f"worker SIGSTOP after step 2: killed and the run ended (rc 3) {ended:.1f} s later")
