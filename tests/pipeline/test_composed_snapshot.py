@@ -36,10 +36,10 @@ ADDED = {"heldout.path": None,  # held-out file for data.source=files
          "rollout.weight_timeout_s": 900, "trainer.max_failures": 3, "trainer.data_timeout_s": 900,
          "trainer.hang_timeout_s": 120,  # hung (stopped) actors and workers are killed and restarted
          "algorithm.filter_metric": "accuracy",  # dynamic sampling filters on correctness (was: on the shaped reward)
-         "heldout.sample_k": 4,
-         "trainer.grad_check_every": 1, "trainer.grad_check_rows": 16,
-         "algorithm.reverse_entropy": False,
-         "warm_start.fact_noise": 0.0}  # noisy digit facts in the demonstrations: the study task's, off here  # EAPO's control arm switch (eapo_reversed.yaml)  # manipulation checks (exact gradient cosine, quadrant shares) every step  # held-out pass@k / avg@k before and after RL (a measurement, not the training)
+         "heldout.sample_k": 4,  # held-out pass@k / avg@k before and after RL (a measurement, not the training)
+         "trainer.grad_check_every": 1, "trainer.grad_check_rows": 16,  # manipulation checks (measurements only)
+         "algorithm.reverse_entropy": False,  # EAPO's control arm switch (eapo_reversed.yaml)
+         "warm_start.fact_noise": 0.0}  # noisy digit facts in the demonstrations: the study task's, off here
 # algorithm keys added since, with the value every algorithm resolves to
 ALGORITHM_ADDED = {"filter_metric": "accuracy"}
 EAPO_ADDED = {"reverse_entropy": False}  # EAPO's control arm (eapo_reversed) scores -H; off for every EAPO file
