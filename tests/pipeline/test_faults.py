@@ -43,31 +43,34 @@ def _pids(title: str, root: int) -> list[int]:
     return [int(pid) for pid in out if int(pid) in mine]
 
 
-def run_and_kill(run_dir: Path, title: str, *overrides: str, timeout: float = 900) -> tuple[subprocess.Popen, str, float]:
-    """Start the job, SIGKILL the process titled ``title`` once step ``KILL_AFTER`` is logged, wait for the
-    job; returns (process, its output, seconds from the kill to the next step logged)."""
+def run_and_kill(run_dir: Path, schedule: list[tuple[str, int]], *overrides: str,
+                 timeout: float = 900) -> tuple[subprocess.Popen, str, list[float]]:
+    """Start the job; for each (title, step) of ``schedule``, in order, SIGKILL the process titled ``title`` once
+    ``step`` is logged; wait for the job. Returns (process, its output, per kill the seconds to the next step)."""
     log = run_dir.parent / "job.log"
+    recovered: list[float] = []
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.run", f"run_dir={run_dir}", *SHORT, *overrides],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
-        while max(_steps(run_dir), default=0) < KILL_AFTER:
-            assert proc.poll() is None, log.read_text()[-4000:]
-            assert time.time() < deadline, "the job never reached the step to kill at"
-            time.sleep(0.2)
-        victims = _pids(title, proc.pid)
-        assert victims, f"no process titled {title!r}"
-        os.kill(victims[0], signal.SIGKILL)
-        killed_at, seen = time.time(), len(_steps(run_dir))
-        recovered = None
+        for title, after in schedule:
+            while max(_steps(run_dir), default=0) < after:
+                assert proc.poll() is None, log.read_text()[-4000:]
+                assert time.time() < deadline, f"the job never reached step {after} to kill {title} at"
+                time.sleep(0.2)
+            victims = _pids(title, proc.pid)
+            assert victims, f"no process titled {title!r}"
+            os.kill(victims[0], signal.SIGKILL)
+            killed_at, seen = time.time(), len(_steps(run_dir))
+            while proc.poll() is None and len(_steps(run_dir)) <= seen and time.time() < deadline:
+                time.sleep(0.2)
+            recovered.append(time.time() - killed_at if len(_steps(run_dir)) > seen else float("nan"))
         while proc.poll() is None and time.time() < deadline:
-            if recovered is None and len(_steps(run_dir)) > seen:
-                recovered = time.time() - killed_at
             time.sleep(0.2)
         if proc.poll() is None:
             proc.kill()
-            pytest.fail(f"the job hung after {title} was killed:\n{log.read_text()[-4000:]}")
-    return proc, log.read_text(), recovered if recovered is not None else float("nan")
+            pytest.fail(f"the job hung after the kills {schedule}:\n{log.read_text()[-4000:]}")
+    return proc, log.read_text(), recovered
 
 
 def _assert_every_step_once(run_dir: Path, proc: subprocess.Popen, output: str) -> None:
@@ -79,30 +82,20 @@ def _assert_every_step_once(run_dir: Path, proc: subprocess.Popen, output: str) 
     assert summary["steps"] == STEPS and (run_dir / "checkpoints" / f"step_{STEPS}" / "COMPLETE").exists()
 
 
-def test_killed_train_worker_restarts_from_the_last_checkpoint(tmp_path):
+def test_killed_train_worker_rollout_actor_and_weight_store_are_each_recovered(tmp_path):
+    """One job, three kills from outside (the train worker restarts from the last checkpoint through Ray Train's
+    FailureConfig; the rollout actor is replaced by Ray Data and its shard redone; the weight store is restarted
+    and the weights still reach the engine: the rollout stays on-policy)."""
     run_dir = tmp_path / "run"
-    proc, output, recovered = run_and_kill(run_dir, "ray::RayTrainWorker")
+    schedule = [("ray::RayTrainWorker", KILL_AFTER), ("RolloutWorker", KILL_AFTER + 2),
+                ("ray::WeightStore", KILL_AFTER + 4)]
+    proc, output, recovered = run_and_kill(run_dir, schedule)
     _assert_every_step_once(run_dir, proc, output)
-    # the worker group restarted (Ray Train's FailureConfig) and continued from step_2's checkpoint
     assert "restart" in output.lower() or "retry" in output.lower(), output[-4000:]
-    print(f"\n[fault] train worker SIGKILL after step {KILL_AFTER}: next step logged {recovered:.1f} s later")
-
-
-def test_killed_rollout_actor_is_replaced_and_its_shard_redone(tmp_path):
-    run_dir = tmp_path / "run"
-    proc, output, recovered = run_and_kill(run_dir, "RolloutWorker")
-    _assert_every_step_once(run_dir, proc, output)
-    print(f"\n[fault] rollout actor SIGKILL after step {KILL_AFTER}: next step logged {recovered:.1f} s later")
-
-
-def test_killed_weight_store_is_restarted(tmp_path):
-    run_dir = tmp_path / "run"
-    proc, output, recovered = run_and_kill(run_dir, "ray::WeightStore")
-    _assert_every_step_once(run_dir, proc, output)
-    # weights still reached the engine after the restart: the rollout stays on-policy
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert max(r["rollout/logprob_gap"] for r in rows) < 1e-2
-    print(f"\n[fault] weight store SIGKILL after step {KILL_AFTER}: next step logged {recovered:.1f} s later")
+    for (title, after), seconds in zip(schedule, recovered):
+        print(f"\n[fault] {title} SIGKILL after step {after}: next step logged {seconds:.1f} s later")
 
 
 def _title(pid: int) -> str:
