@@ -146,3 +146,24 @@ def test_two_workers_with_zero3_and_two_engines_stay_on_policy_and_resume(tmp_pa
     assert [int(r["data/first_shard"]) // 2 for r in rows] == list(range(6))
     assert max(r["rollout/logprob_gap"] for r in rows) < 1e-2
     assert (run_dir / "checkpoints" / "step_6" / "COMPLETE").exists()
+
+
+def test_the_credit_check_gate_measures_the_initial_policy(tmp_path):
+    """python -m pipeline.credit_check on the default warm start: DAPO's credit is the plain advantage (cos 1: the
+    gate fails, exit 1); eapo_strong's turns and rescales the gradient (cos < 1, norm ratio > 1; exit 0 under a gate
+    of 1.0). One JSON line each, written to credit_check.out too."""
+    results = {}
+    for algo, gate in (("dapo", 0.95), ("eapo_strong", 1.0)):
+        out = tmp_path / f"{algo}.json"
+        proc = subprocess.run([sys.executable, "-m", "pipeline.credit_check", f"algorithm={algo}",
+                               "credit_check.prompts=8", f"credit_check.max_cosine={gate}", f"credit_check.out={out}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+        results[algo] = (proc.returncode, json.loads(out.read_text()), proc.stderr)
+    rc, dapo, err = results["dapo"]
+    assert rc == 1 and dapo["pass"] is False and dapo["grad/cos_shaped_plain"] == pytest.approx(1.0, abs=1e-9), err
+    assert "[credit check] FAIL" in err and dapo["samples"] == 8 * 8
+    rc, strong, err = results["eapo_strong"]
+    assert rc == 0 and strong["pass"] is True, err[-3000:]
+    assert strong["grad/cos_shaped_plain"] < 1 - 1e-6 and strong["grad/norm_ratio_shaped_plain"] > 1.2
+    assert strong["weight_min"] >= 0.1 - 1e-6 and strong["weight_max"] <= 1.9 + 1e-6
+    assert sum(strong[f"quadrant/{q}/grad_share"] for q in ("PHR", "PLR", "NLR", "NHR")) == pytest.approx(1.0)
