@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${EAPO_VENV:-$HOME/.venvs/eapo}"
 export EAPO_DATA_DIR="${EAPO_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-exec "$VENV/bin/python" -m pytest -q --durations=25 "$@"
+exec "$VENV/bin/python" -m pytest -q --durations=40 "$@"
