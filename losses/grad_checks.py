@@ -10,9 +10,9 @@ with s = Â'·w (shaped advantage × token weight, the algorithm's credit) or s 
 DAPO/GRPO's credit). From one micro-batch, by autograd on the parameters θ (exact, no approximation):
 
     grad/cos_shaped_plain       = cos(∇J(Â'·w), ∇J(Â))
-    grad/norm_ratio_shaped_plain = ‖∇J(Â'·w)‖ / ‖∇J(Â)‖          (a uniform rescale: ratio ≠ 1, cos = 1;
-                                                                  AdamW then cancels it)
-    quadrant/Q/grad_share       = ‖∇J(Â'·w · 1_Q)‖² / Σ_Q' ‖∇J(Â'·w · 1_Q')‖²   (Q ∈ PHR, PLR, NLR, NHR)
+    grad/norm_ratio_shaped_plain = ‖∇J(Â'·w)‖ / ‖∇J(Â)‖   (a uniform rescale: ratio ≠ 1, cos = 1;
+                                                           AdamW then cancels it)
+    quadrant/Q/grad_share       = ‖∇J(Â'·w · 1_Q)‖² / Σ_Q' ‖∇J(Â'·w · 1_Q')‖²   (Q: PHR, PLR, NLR, NHR)
 
 The shares are of squared gradient norms per quadrant (cross terms between quadrants are not attributed), so
 they sum to 1. Cost: five backward passes of one micro-batch (four quadrants + plain; the shaped gradient is
@@ -63,7 +63,7 @@ def credit_grad_checks(logprobs, plain_advantages, shaped_signal, entropy, mask,
     plain = flat_grad(pg_objective(logprobs, plain_advantages, m), params)
     sq = {q: float(g @ g) for q, g in per_q.items()}
     total = sum(sq.values())
-    out = {"grad/cos_shaped_plain": _cos(shaped, plain),
-           "grad/norm_ratio_shaped_plain": float(shaped.norm() / plain.norm()) if float(plain.norm()) > 0 else float("nan")}
+    ratio = float(shaped.norm() / plain.norm()) if float(plain.norm()) > 0 else float("nan")
+    out = {"grad/cos_shaped_plain": _cos(shaped, plain), "grad/norm_ratio_shaped_plain": ratio}
     out.update({f"quadrant/{q}/grad_share": sq[q] / total if total > 0 else 0.0 for q in QUADRANTS})
     return out

@@ -96,7 +96,8 @@ def measure(cfg, prompts: int, seed: int) -> dict:
     m = mask.bool()
     return {"algorithm": cfg.algorithm.name, "prompts": prompts, "samples": len(sample[2]),
             "accuracy": float(np.mean(correct)), "signed_token_share": float(signed.sum() / m.sum()),
-            "entropy_mean": float(ent.detach()[m].mean()), "high_entropy_share": float((ent.detach()[m] > 0.1).float().mean()),
+            "entropy_mean": float(ent.detach()[m].mean()),
+            "high_entropy_share": float((ent.detach()[m] > 0.1).float().mean()),
             "weight_min": float(w.min()) if len(w) else None, "weight_max": float(w.max()) if len(w) else None,
             "weight_at_cap_share": float((w >= w.max() - 1e-6).float().mean()) if len(w) else None, **checks}
 

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 def test_the_autoscaler_adds_nodes_for_the_job_and_releases_them_after(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "pipeline" / "autoscaling_scenario.py"), str(run_dir),
-                           str(REPO), "trainer.total_steps=3", "trainer.save_every=3", "heldout.size=16"],
+                           str(REPO), "trainer.total_steps=3", "trainer.save_every=3", "heldout.size=16",
+                           "heldout.sample_k=0"],
                           cwd=REPO, capture_output=True, text=True, timeout=1500)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line is not None, proc.stdout[-3000:] + proc.stderr[-3000:]

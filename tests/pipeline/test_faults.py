@@ -89,11 +89,14 @@ def test_killed_train_worker_rollout_actor_and_weight_store_are_each_recovered(t
     run_dir = tmp_path / "run"
     schedule = [("ray::RayTrainWorker", KILL_AFTER), ("RolloutWorker", KILL_AFTER + 2),
                 ("ray::WeightStore", KILL_AFTER + 4)]
-    proc, output, recovered = run_and_kill(run_dir, schedule)
+    # algorithm.kl_coef > 0 in this job too (one job start fewer): the frozen reference is the initial policy,
+    # rebuilt by each restarted worker, so the first step's KL is 0 and every later step's positive
+    proc, output, recovered = run_and_kill(run_dir, schedule, "algorithm.kl_coef=0.05")
     _assert_every_step_once(run_dir, proc, output)
     assert "restart" in output.lower() or "retry" in output.lower(), output[-4000:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert max(r["rollout/logprob_gap"] for r in rows) < 1e-2
+    assert abs(rows[0]["kl_loss"]) < 1e-6 and all(r["kl_loss"] > 0 for r in rows[1:])
     for (title, after), seconds in zip(schedule, recovered):
         print(f"\n[fault] {title} SIGKILL after step {after}: next step logged {seconds:.1f} s later")
 

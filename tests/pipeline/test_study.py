@@ -213,8 +213,9 @@ def test_a_report_of_runs_shorter_than_the_smoothing_window(tmp_path):
 
 @pytest.mark.slow
 def test_study_command_runs_a_small_grid_and_resumes(tmp_path):
-    """2 algorithms x 2 seeds x 3 steps of the real job, then the same command again skips them all."""
-    cmd = [sys.executable, "-m", "pipeline.study", f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0,1]",
+    """2 algorithms x 1 seed x 3 steps of the real job (one warm start; the paired statistics over seeds are
+    checked by hand in tests/pipeline/test_study_stats.py), then the same command again skips them both."""
+    cmd = [sys.executable, "-m", "pipeline.study", f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0]",
            "run_timeout_s=300", "--", "trainer.total_steps=3", "trainer.save_every=3", "heldout.size=16",
            "heldout.every=2", "heldout.sample_k=4"]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
@@ -223,46 +224,40 @@ def test_study_command_runs_a_small_grid_and_resumes(tmp_path):
     out = json.loads((tmp_path / "study.json").read_text())
     res = out["results"]
     for algo in ("grpo", "eapo"):
-        assert res[algo]["heldout_after"]["n"] == 2 and [r["steps"] for r in res[algo]["runs"]] == [3, 3]
+        assert res[algo]["heldout_after"]["n"] == 1 and [r["steps"] for r in res[algo]["runs"]] == [3]
     md = (tmp_path / "study.md").read_text()
-    assert "| grpo | 2/2 |" in md and md.index("Primary metric (pre-declared): heldout_auc") < md.index("Secondary")
+    assert "| grpo | 1/1 |" in md and md.index("Primary metric (pre-declared): heldout_auc") < md.index("Secondary")
     for name in ("study.png", "study_quadrants.png", "study_paired.png"):
         assert (tmp_path / name).stat().st_size > 10_000, name
     check_paired_by_hand(tmp_path, out)
     assert out["wall"]["total_s"] > 0 and "Study wall time" in md
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "4 already finished, 0 to go" in again.stdout
+    assert again.returncode == 0 and "2 already finished, 0 to go" in again.stdout
 
 
 def check_paired_by_hand(study_dir, out):
-    """study.json's paired statistics recomputed from the runs' own files: per run the held-out AUC over
-    (0, before), the logged points (every 2 steps: versions 0 and 2) and (3, after); per metric the seed
-    differences eapo − grpo and, with n = 2, mean (d0 + d1)/2, se = |d0 − d1|/2, t_{0.975,1} = 12.706205,
-    t_{0.80,1} = 1.376382 (tables)."""
+    """study.json's per-run metrics recomputed from the runs' own files: the held-out AUC over (0, before), the
+    logged points (every 2 steps: versions 0 and 2) and (3, after), pass@k from summary.json; the paired entries
+    hold the seed's difference eapo − grpo per metric (n = 1: no interval; n ≥ 2 is checked by hand on
+    constructed runs in tests/pipeline/test_study_stats.py)."""
     metrics = {}
     for algo in ("grpo", "eapo"):
-        for seed in (0, 1):
-            run = study_dir / algo / f"seed{seed}"
-            s = json.loads((run / "summary.json").read_text())
-            logged = {int(r["heldout/weight_version"]): r["heldout/accuracy"] for r in map(json.loads,
-                      (run / "metrics.jsonl").read_text().splitlines()) if "heldout/accuracy" in r}
-            assert sorted(logged) == [0, 2] and s["heldout_sample_k"] == 4
-            assert 0 <= s["heldout_avg_at_k_after"] <= s["heldout_pass_at_k_after"] <= 1
-            b, h2, a = s["heldout_accuracy_before"], logged[2], s["heldout_accuracy_after"]
-            auc = 100 * (2 * (b + h2) / 2 + 1 * (h2 + a) / 2) / 3
-            reported = next(r["metrics"] for r in out["results"][algo]["runs"] if r["seed"] == seed)
-            assert reported["heldout_auc"] == pytest.approx(auc)
-            assert reported["pass_at_k"] == pytest.approx(100 * s["heldout_pass_at_k_after"])
-            metrics[algo, seed] = reported
+        run = study_dir / algo / "seed0"
+        s = json.loads((run / "summary.json").read_text())
+        logged = {int(r["heldout/weight_version"]): r["heldout/accuracy"] for r in map(json.loads,
+                  (run / "metrics.jsonl").read_text().splitlines()) if "heldout/accuracy" in r}
+        assert sorted(logged) == [0, 2] and s["heldout_sample_k"] == 4
+        assert 0 <= s["heldout_avg_at_k_after"] <= s["heldout_pass_at_k_after"] <= 1
+        b, h2, a = s["heldout_accuracy_before"], logged[2], s["heldout_accuracy_after"]
+        auc = 100 * (2 * (b + h2) / 2 + 1 * (h2 + a) / 2) / 3
+        reported = next(r["metrics"] for r in out["results"][algo]["runs"] if r["seed"] == 0)
+        assert reported["heldout_auc"] == pytest.approx(auc)
+        assert reported["pass_at_k"] == pytest.approx(100 * s["heldout_pass_at_k_after"])
+        metrics[algo] = reported
     assert out["contrasts"] == [["eapo", "grpo"]] and out["primary_metric"] == "heldout_auc"
     assert [p["metric"] for p in out["paired"]] == ["heldout_auc", "final_accuracy", "steps_to_80", "pass_at_k",
                                                     "avg_at_k", "final_entropy"]
     for p in out["paired"]:
-        pairs = [(metrics["eapo", s][p["metric"]], metrics["grpo", s][p["metric"]]) for s in (0, 1)]
-        diffs = [x - y for x, y in pairs if x is not None and y is not None]
+        x, y = metrics["eapo"][p["metric"]], metrics["grpo"][p["metric"]]
+        diffs = [x - y] if x is not None and y is not None else []
         assert (p["arm"], p["baseline"], p["n"]) == ("eapo", "grpo", len(diffs)) and p["diffs"] == pytest.approx(diffs)
-        if len(diffs) == 2:
-            mean, se = (diffs[0] + diffs[1]) / 2, abs(diffs[0] - diffs[1]) / 2
-            assert p["mean_diff"] == pytest.approx(mean)
-            assert p["ci95"] == pytest.approx([mean - 12.706205 * se, mean + 12.706205 * se], abs=1e-5 * (1 + se))
-            assert p["mde80"] == pytest.approx((12.706205 + 1.376382) * se, abs=1e-5 * (1 + se))
