@@ -41,7 +41,9 @@ def mean(values):
     return sum(values) / len(values)
 
 
-def test_loop_learns_then_resumes_exactly(tmp_path):
+def test_loop_learns(tmp_path):
+    """The default job learns (resume is checked by the two-worker job below, by every fault test's restart and,
+    outside CI's budget, by the killed-driver test's rerun)."""
     run_dir = tmp_path / "run"
     # heldout.sample_k=0: pass@k is the study test's to check; here it would only add sampling time
     first = run_job(run_dir, "trainer.total_steps=30", "trainer.save_every=15", "heldout.size=200",
@@ -73,17 +75,6 @@ def test_loop_learns_then_resumes_exactly(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     AutoModelForCausalLM.from_pretrained(ckpt), AutoTokenizer.from_pretrained(ckpt)
-
-    # resume: same run_dir, more steps -> continues at 31 from step_30's model, optimizer, data position
-    second = run_job(run_dir, "trainer.total_steps=34", "trainer.save_every=15", "heldout.size=200",
-                     "heldout.sample_k=0")
-    rows = metrics(run_dir)
-    assert [r["step"] for r in rows] == list(range(1, 35))
-    assert [r["data/first_shard"] for r in rows] == list(range(34))
-    assert second["heldout_accuracy_before"] == first["heldout_accuracy_before"]
-    assert second["steps"] == 34 and (run_dir / "checkpoints" / "step_34" / "COMPLETE").exists()
-    # the resumed engines start from step_30's weights: still exactly on-policy
-    assert max(r["rollout/logprob_gap"] for r in rows[30:]) < 1e-2
 
 
 def test_file_data_with_a_heldout_file_and_steps_that_train_on_nothing(tmp_path):
