@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command of the README: the whole suite (quick tests plus the slow end-to-end ones).
+# The test command of the README (and CI): quick tests plus the slow end-to-end ones, without the `extended` ones.
 # Pass pytest arguments to narrow it, e.g. `bash scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
