@@ -161,6 +161,7 @@ class RolloutWorker:
         self.heldout: HeldoutSet = setup.heldout
         self.store = ray.get_actor(STORE_NAME)
         self.reward_s = 0.0  # verifier time of the shard in progress
+        self.generated_tokens = 0  # tokens the engine generated for the shard in progress (all rounds)
 
     def _sync_weights(self, step: int) -> float:
         """Wait for weights of version >= step - staleness; returns seconds spent loading them."""
@@ -186,6 +187,7 @@ class RolloutWorker:
                                     params, use_tqdm=False)
         t0 = time.perf_counter()
         flat = [s for out in outputs for s in out.outputs]
+        self.generated_tokens += sum(len(s.token_ids) for s in flat)
         rewards, correct, reasons = self.scorer.score([s.text for s in flat], [gd for gd in golds for _ in range(r.n)],
                                                       [len(s.token_ids) for s in flat])
         self.reward_s += time.perf_counter() - t0
@@ -232,6 +234,8 @@ class RolloutWorker:
             "dynamic_sampling/filtered_groups": float(sel.filtered_groups),
             "dynamic_sampling/extra_rounds": float(sel.extra_rounds),
             "dynamic_sampling/unfilled_groups": float(sel.unfilled),
+            "dynamic_sampling/kept_groups": float(sum(sel.train)),
+            "sampled/generated_tokens": float(self.generated_tokens),
         }
         return out
 
@@ -249,7 +253,7 @@ class RolloutWorker:
             sync_s = self._sync_weights(shard.step)
             t1 = time.perf_counter()
             heldout = self._heldout(shard)
-            t2, self.reward_s = time.perf_counter(), 0.0
+            t2, self.reward_s, self.generated_tokens = time.perf_counter(), 0.0, 0
             rollout = self._rollout(shard)
             rollout.metrics.update(heldout)
             rollout.timings = {"weight_load_s": sync_s, "weight_wait_s": t1 - t0 - sync_s, "heldout_s": t2 - t1,

@@ -134,6 +134,8 @@ def rollout_metrics(shards) -> dict:
 
     ``reward/mean`` and ``reward/accuracy`` are over the step's own prompts (first sampling round),
     an unbiased training-reward curve even when dynamic sampling trains on a filtered batch.
+    ``rollout/tokens_generated``: response tokens the engines generated, every sampling round included (the
+    generation work of the step); ``dynamic_sampling/kept_groups``: groups that enter the loss.
     """
     n, groups = _shard_sum(shards, "sampled/responses"), _shard_sum(shards, "sampled/groups")
     sampled = _shard_sum(shards, "dynamic_sampling/sampled_groups")
@@ -145,6 +147,8 @@ def rollout_metrics(shards) -> dict:
         "dynamic_sampling/filtered_share": _ratio(_shard_sum(shards, "dynamic_sampling/filtered_groups"), sampled),
         "dynamic_sampling/extra_rounds": max(s.metrics.get("dynamic_sampling/extra_rounds", 0.0) for s in shards),
         "dynamic_sampling/unfilled_share": _ratio(_shard_sum(shards, "dynamic_sampling/unfilled_groups"), groups),
+        "dynamic_sampling/kept_groups": _shard_sum(shards, "dynamic_sampling/kept_groups"),
+        "rollout/tokens_generated": _shard_sum(shards, "sampled/generated_tokens"),
     }
     for s in shards:
         out.update({k: v for k, v in s.metrics.items() if k.startswith("heldout/")})
