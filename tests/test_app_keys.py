@@ -1,6 +1,6 @@
-"""Every key of the evaluation and serving configs (configs/eval/eval.yaml, configs/serve/serve.yaml) is
-rejected, naming it, when given an invalid value (keys any value of their type is valid for take a value of
-the wrong type). The training job's keys: tests/pipeline/test_every_key.py."""
+"""Every key of the evaluation, serving and bench configs (configs/eval/eval.yaml, configs/serve/serve.yaml, the
+``bench`` section of configs/bench.yaml) is rejected, naming it, when given an invalid value (keys any value of
+their type is valid for take a value of the wrong type). The training job's keys: tests/pipeline/test_every_key.py."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,7 @@ import pytest
 from core.config_files import read_file
 from core.typed import ConfigError
 from evaluation.config import to_eval_config
+from pipeline.bench import load_bench
 from serve.config import RUN_ONLY_KEYS, to_serve_config
 
 WRONG_TYPE = [1, 2]
@@ -41,15 +42,19 @@ SERVE_INVALID = {
     "engine.max_model_len": 0, "engine.kv_cache_gb": 0, "engine.enforce_eager": "yes",
     "engine.max_num_batched_tokens": 0, "engine.extra": "x",
 }
+BENCH_INVALID = {"steps": 0, "warmup": 16, "staleness": [0, 0], "baseline": "yes"}
+BENCH_FREE_FORM = {"out"}
 SERVE_FREE_FORM = {"checkpoint", "model_name", "checkpoints", "follow", "api_key", "engine.seed"}
 
 EVAL_KEYS = leaves(read_file("eval/eval.yaml"))
+BENCH = read_file("bench.yaml")["bench"]
 SERVE_KEYS = [k for k in leaves(read_file("serve/serve.yaml")) if k not in RUN_ONLY_KEYS]
 
 
 def test_every_key_has_an_invalid_value():
     assert set(EVAL_KEYS) == set(EVAL_INVALID) | EVAL_FREE_FORM
     assert set(SERVE_KEYS) == set(SERVE_INVALID) | SERVE_FREE_FORM
+    assert set(BENCH) == set(BENCH_INVALID) | BENCH_FREE_FORM
 
 
 @pytest.mark.parametrize("key", EVAL_KEYS)
@@ -66,3 +71,10 @@ def test_serve_key_is_rejected_by_name(key):
     with pytest.raises(ConfigError) as info:
         to_serve_config(nested(key, SERVE_INVALID.get(key, WRONG_TYPE)))
     assert key in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("key", sorted(BENCH))
+def test_bench_key_is_rejected_by_name(key):
+    with pytest.raises(ConfigError) as info:
+        load_bench({**BENCH, key: BENCH_INVALID.get(key, WRONG_TYPE)})
+    assert info.value.key == f"bench.{key}", str(info.value)
