@@ -95,6 +95,7 @@ class RolloutConfig:
     verifier_timeout_s: float
     stream_poll_s: float
     weight_timeout_s: float
+    weight_transfer: str
 
 
 @dataclass

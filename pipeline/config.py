@@ -211,10 +211,32 @@ def _validate_rollout(c: Config) -> None:
             f"data.max_prompt_tokens={c.data.max_prompt_tokens} + {key}={needs[key]} exceeds "
             f"rollout.max_model_len={r.max_model_len}: a long prompt would crash the engine mid-run")
     engine_config(c).check("rollout", engines_on_cpu(c))
+    _validate_weight_transfer(c)
     if r.gpus_per_actor > 0 and not _on_cluster(c):
         require(gpus_available(), "rollout.gpus_per_actor",
                 f"{r.gpus_per_actor} > 0 but this machine has no GPU and no Ray cluster is given "
                 "(ray_address / RAY_ADDRESS): Ray would wait for it forever")
+
+
+#: ``rollout.weight_transfer`` backends: the wired one, and vLLM's GPU backends the config knows but refuses.
+WEIGHT_TRANSFER = "object_store"
+GPU_WEIGHT_TRANSFER = ("nccl", "ipc")
+
+
+def _validate_weight_transfer(c: Config) -> None:
+    key, backend = "rollout.weight_transfer", c.rollout.weight_transfer
+    known = (WEIGHT_TRANSFER, *GPU_WEIGHT_TRANSFER)
+    require(backend in known, key, f"must be one of {', '.join(known)}, got {backend!r}")
+    if backend == WEIGHT_TRANSFER:
+        return
+    require(_on_cluster(c) or gpus_available(), key,
+            f"{backend} is a GPU backend of vLLM's weight transfer and this machine has no GPU (and no Ray cluster "
+            "is given: ray_address / RAY_ADDRESS); use object_store")
+    require(c.trainer.use_gpu and c.rollout.gpus_per_actor > 0, key,
+            f"{backend} is a GPU backend of vLLM's weight transfer: it needs trainer.use_gpu=true and "
+            f"rollout.gpus_per_actor > 0 (got {c.trainer.use_gpu}, {c.rollout.gpus_per_actor}); use object_store")
+    raise ConfigError(key, f"{backend}: vLLM pushes each update to every engine at once, and the rollout actor pool "
+                           "pulls the version each shard needs (actors.weight_transfer): not wired yet; use object_store")
 
 
 def _validate_trainer(c: Config) -> None:
