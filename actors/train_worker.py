@@ -21,7 +21,7 @@ from actors.periodic_eval import evaluate_checkpoint
 from actors.reward import verdict_counts
 from actors.train_warnings import NothingTrainedWarnings
 from actors.update import grad_check_due, update
-from actors.weights import STORE_NAME, full_state_dict
+from actors.weights import STORE_NAME
 from core.batch import collate
 from core.config import Config, shards_per_step
 from core.faults import point as fault_point
@@ -109,15 +109,22 @@ def build_reference(cfg: Config, reference_path: str, device):
     return model
 
 
-def publish_weights(engine, version: int) -> float:
-    """Every rank: gather the full weights (a collective under ZeRO-3); rank 0 puts them in the object store
-    and announces ``version``. Returns seconds."""
+def weight_sender(engine, rank: int):
+    """This rank's trainer-side weight-transfer engine (``actors.weight_transfer``, vLLM's interface), publishing
+    to the run's :class:`~actors.weights.WeightStore`."""
     import ray
 
+    from actors.weight_transfer import trainer_sender
+
+    return trainer_sender(engine, rank, ray.get_actor(STORE_NAME))
+
+
+def publish_weights(sender, version: int) -> float:
+    """Every rank: one weight-transfer round of ``sender`` (:func:`weight_sender`): the full weights gathered (a
+    collective under ZeRO-3), rank 0 puts them in the object store and announces ``version``. Returns seconds."""
     t0 = time.perf_counter()
-    state = full_state_dict(engine)
-    if engine.global_rank == 0:
-        ray.get(ray.get_actor(STORE_NAME).publish.remote(version, [ray.put(state)]))
+    sender.client.version = version
+    sender.send_weights()
     return time.perf_counter() - t0
 
 
@@ -245,6 +252,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     micro, grad_accum = micro_batching(cfg, world)
     engine = build_engine(cfg, model_path, micro, grad_accum)
     load_trainer_state(engine, cfg.run_dir, start_step, rank, cfg.seed)
+    sender = weight_sender(engine, rank)
     reference = build_reference(cfg, setup.reference_path, engine.device)
     algo = build_algorithm(cfg.algorithm)
     if rank == 0:
@@ -269,7 +277,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         diag = algo.diagnostics(adv_tok, result.credit, result.entropy, batch.response_mask, batch.group_ids)
         train_s = time.perf_counter() - t_train
         fault(rank, "before_publish", step + 1, cfg.run_dir)
-        publish_s = publish_weights(engine, step + 1)
+        publish_s = publish_weights(sender, step + 1)
         fault(rank, "after_publish", step + 1, cfg.run_dir)
         saved = checkpoint_due(cfg, step + 1)
         if saved:  # written, not committed: the step's metrics line becomes durable first (below)

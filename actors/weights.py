@@ -1,15 +1,13 @@
-"""Moving new policy weights from the train workers to the rollout engines.
+"""Moving new policy weights from the train workers to the rollout engines: the version protocol.
 
-Rank 0 of the Ray Train worker group publishes a versioned state dict to the named
-:class:`WeightStore` actor (the tensors go to the object store once; the store only holds the
-reference). Rollout actors ask the store for "at least version v" before they sample a shard of
+Rank 0 of the Ray Train worker group publishes a version's weight-update payloads to the named
+:class:`WeightStore` actor through vLLM's weight-transfer interface (``actors.weight_transfer``: the
+``object_store`` backend puts the state dict in the object store once; the store only holds the payload with
+its reference). Rollout actors ask the store for "at least version v" before they sample a shard of
 step ``s`` (``v = s - staleness``); the call blocks until the trainer has published it, which is
-what keeps training on-policy at staleness 0. Version ``k`` = weights after ``k`` optimizer
-steps of the run (a resumed run starts at its checkpoint's step).
-
-On GPU clusters the same protocol carries the version handshake; the tensors themselves may
-travel by the object store (simple, any topology) — vLLM's NCCL weight-transfer engine is the
-faster path for large models and is left as a drop-in replacement for :func:`load_into_vllm`.
+what keeps training on-policy at staleness 0, and they apply the payloads through their engine's
+weight-transfer engine. Version ``k`` = weights after ``k`` optimizer steps of the run (a resumed run starts
+at its checkpoint's step).
 """
 from __future__ import annotations
 
@@ -23,7 +21,8 @@ STORE_NAME = "eapo_weight_store"
 
 @ray.remote(num_cpus=0, max_concurrency=64, max_restarts=-1, max_task_retries=-1)
 class WeightStore:
-    """Latest published weights, as ``(version, [ObjectRef of {name: tensor}])``.
+    """Latest published weights, as ``(version, [update payload])``: the ``update_info`` dicts of the version's
+    weight-transfer round (``object_store``: ``{"refs": [ObjectRef of {name: tensor}]}``).
 
     If the actor dies, Ray restarts it and retries the calls in flight; the restarted store knows only its
     initial version, which is safe: the trainer publishes a newer version every step, and a rollout actor
@@ -33,18 +32,18 @@ class WeightStore:
 
     def __init__(self, initial_version: int):
         self.version = initial_version
-        self.refs: list[Any] = []  # empty: the weights are those the engines loaded from disk
+        self.updates: list[Any] = []  # empty: the weights are those the engines loaded from disk
         self.cond = asyncio.Condition()
 
-    async def publish(self, version: int, refs: list) -> None:
+    async def publish(self, version: int, updates: list) -> None:
         async with self.cond:
             if version <= self.version:
                 raise ValueError(f"weight version {version} is not newer than {self.version}")
-            self.version, self.refs = version, refs
+            self.version, self.updates = version, updates
             self.cond.notify_all()
 
     async def wait_for(self, min_version: int, timeout_s: float | None = None) -> tuple[int, list]:
-        """Block until version >= min_version (at most ``timeout_s``); returns the latest (version, refs).
+        """Block until version >= min_version (at most ``timeout_s``); returns the latest (version, updates).
 
         Raises TimeoutError naming both versions when the trainer has not published in time."""
         async with self.cond:
@@ -53,12 +52,12 @@ class WeightStore:
             except asyncio.TimeoutError:
                 raise TimeoutError(f"no weights of version >= {min_version} after {timeout_s:.0f} s: the trainer "
                                    f"last published version {self.version}") from None
-            return self.version, self.refs
+            return self.version, self.updates
 
     async def reset(self, version: int) -> None:
         """Forget newer weights: a restarted trainer continues from the checkpoint of ``version``."""
         async with self.cond:
-            self.version, self.refs = version, []
+            self.version, self.updates = version, []
             self.cond.notify_all()
 
     async def latest(self) -> int:
@@ -89,27 +88,3 @@ def full_state_dict(engine) -> dict:
         if engine.global_rank != 0:
             return {}
         return {k.removeprefix("lm."): v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def _load_on_worker(worker, named_tensors: dict) -> None:
-    """Runs inside vLLM's worker (via ``collective_rpc``): reload HF-named tensors in place.
-
-    ``reload_weights`` (not ``model.load_weights``) re-runs the loaders on the layout the engine
-    built at start-up, including the CPU backend's repacked weights.
-    """
-    worker.model_runner.reload_weights(weights_iterator=list(named_tensors.items()))
-
-
-def _quiet_reload_warning() -> None:
-    """vLLM warns on every reload that RotaryEmbedding "failed to load weights": it has no checkpoint
-    tensors (its cos/sin cache is derived and kept), so the warning is noise once per step."""
-    import logging
-
-    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
-
-
-def load_into_vllm(llm, named_tensors: dict) -> None:
-    """Replace an in-process vLLM engine's weights and drop its prefix cache (stale KV)."""
-    _quiet_reload_warning()
-    llm.collective_rpc(_load_on_worker, args=(named_tensors,))
-    llm.reset_prefix_cache()
