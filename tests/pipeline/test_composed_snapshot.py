@@ -39,6 +39,7 @@ ADDED = {"heldout.path": None,  # held-out file for data.source=files
          "heldout.sample_k": 4,  # held-out pass@k / avg@k before and after RL (a measurement, not the training)
          "trainer.grad_check_every": 1, "trainer.grad_check_rows": 16,  # manipulation checks (measurements only)
          "algorithm.reverse_entropy": False,  # EAPO's control arm switch (eapo_reversed.yaml)
+         "rollout.weight_transfer": "object_store",  # the same object-store path, through vLLM's weight transfer
          "warm_start.fact_noise": 0.0}  # noisy digit facts in the demonstrations: the study task's, off here
 # algorithm keys added since, with the value every algorithm resolves to
 ALGORITHM_ADDED = {"filter_metric": "accuracy"}

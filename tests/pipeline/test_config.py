@@ -184,6 +184,23 @@ def test_gpus_that_this_machine_lacks_are_rejected_unless_a_cluster_is_given(ove
     C.load(compose_cfg(override, "ray_address=auto"))  # a cluster's nodes may hold them
 
 
+@pytest.mark.parametrize("backend", ["nccl", "ipc"])
+def test_gpu_weight_transfer_backends_are_refused_with_one_line_naming_the_key(backend):
+    key = "rollout.weight_transfer"
+    gpus = ["trainer.use_gpu=true", "rollout.gpus_per_actor=1"]
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(C.ConfigError) as info:
+            C.load(compose_cfg(f"{key}={backend}"))
+        assert info.value.key == key and "no GPU" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(C.ConfigError) as info:  # a cluster may hold GPUs, but the stages must ask for them
+        C.load(compose_cfg(f"{key}={backend}", "ray_address=auto"))
+    assert info.value.key == key and "trainer.use_gpu=true and rollout.gpus_per_actor > 0" in str(info.value)
+    with pytest.raises(C.ConfigError) as info:  # with GPUs: known, but not wired to the rollout actor pool yet
+        C.load(compose_cfg(f"{key}={backend}", "ray_address=auto", *gpus))
+    assert info.value.key == key and "not wired yet; use object_store" in str(info.value)
+    assert C.load(compose_cfg(f"{key}=object_store", "ray_address=auto", *gpus)).rollout.weight_transfer == "object_store"
+
+
 def test_pretrained_defaults_are_cpu_sane_without_gpus():
     cfg = C.load(compose_cfg("model=pretrained", "model.path=/models/x", "data=math_train", "heldout.size=0",
                              "rollout.max_model_len=2048"))

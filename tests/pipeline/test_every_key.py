@@ -67,7 +67,7 @@ INVALID = {
     "rollout.staleness": "-1", "rollout.kv_cache_gb": "0", "rollout.enforce_eager": "yes",
     "rollout.max_model_len": "0", "rollout.max_num_batched_tokens": "0", "rollout.reward_correct": "-1",
     "rollout.reward_wrong": "2", "rollout.verifier_timeout_s": "0", "rollout.stream_poll_s": "0",
-    "rollout.weight_timeout_s": "0", "trainer.max_failures": "-1", "trainer.data_timeout_s": "0",
+    "rollout.weight_timeout_s": "0", "rollout.weight_transfer": "nope", "trainer.max_failures": "-1", "trainer.data_timeout_s": "0",
     "trainer.hang_timeout_s": "-1",
     "trainer.num_workers": "0", "trainer.use_gpu": "yes", "trainer.cpus_per_worker": "0", "trainer.zero_stage": "5",
     "trainer.lr": "0", "trainer.weight_decay": "-1", "trainer.grad_clip": "0", "trainer.prompts_per_step": "0",
@@ -509,6 +509,8 @@ INERT = {  # (option, key): why the key cannot change anything there
     ("model=pretrained", "model.tiny"): "null: the checkpoint's config.json gives the size (a value is rejected)",
     ("main", "heldout.path"): "synthetic data draws its own held-out problems (a value is rejected)",
     ("main", "data.path"): "the synthetic source has no path (a value is rejected)",
+    ("main", "rollout.weight_transfer"): "object_store is the one backend wired; nccl/ipc are refused (no GPU here; "
+                                         "not wired to the rollout actor pool): no valid alternative (test_config.py)",
     ("main", "model.path"): "the tiny model has no path (a value is rejected)",
     ("main", "algorithm.name"): "selects the algorithm: covered per algorithm=<name> option",
     ("model=pretrained", "model.kind"): "switching kind is the model=tiny option: covered under main",
