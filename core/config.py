@@ -58,6 +58,8 @@ class WarmStartConfig:
     num_examples: int
     carry_noise: float
     fact_noise: float
+    free_letters: int
+    free_alphabet: int
 
 
 @dataclass

@@ -144,6 +144,9 @@ def _validate_sizes(c: Config) -> None:
     require(bool(c.run_dir), "run_dir", "must not be empty")
     require(0 <= c.warm_start.carry_noise <= 1, "warm_start.carry_noise", "must be in [0, 1]")
     require(0 <= c.warm_start.fact_noise <= 1, "warm_start.fact_noise", "must be in [0, 1]")
+    require(0 <= c.warm_start.free_letters <= 8, "warm_start.free_letters", f"must be in [0, 8], got {c.warm_start.free_letters}")
+    require(2 <= c.warm_start.free_alphabet <= 26, "warm_start.free_alphabet",
+            f"must be in [2, 26] (letters a..z), got {c.warm_start.free_alphabet}")
     require(1 <= c.task.digits <= 9, "task.digits", f"must be in [1, 9], got {c.task.digits}")
     require(0 < c.task.heldout_fraction < 1, "task.heldout_fraction", f"must be in (0, 1), got {c.task.heldout_fraction}")
 

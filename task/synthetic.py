@@ -36,7 +36,7 @@ class Problem:
         boxed format from the warm start, and shorter prompts keep CPU steps cheap."""
         return f"What is {self.a}+{self.b}?"
 
-    def solution(self, drop_carries: bool = False, slips: tuple[int, ...] = ()) -> str:
+    def solution(self, drop_carries: bool = False, slips: tuple[int, ...] = (), free: tuple[str, ...] = ()) -> str:
         """Reference response: column addition from the ones digit, carries included, then the box.
 
         ``347+285`` -> ``7+5=12 4+8+1=13 3+2+1=6 \\boxed{632}``. Each step is a one-digit fact,
@@ -45,13 +45,16 @@ class Problem:
         (``7+5=12 4+8=12 3+2=5 \\boxed{522}``): the imperfect demonstrations of the warm start.
         ``slips[i]`` (from the ones column) is added to column i's written total, a wrong digit fact that the
         rest of the working follows (``slips=(0, 1)``: ``7+5=12 4+8+1=14 3+2+1=6 \\boxed{642}``).
+        ``free[i]`` is written before column i's step: text the verifier never reads, the reward-irrelevant free
+        choices of the study task (``free=("kc", "ap")``: ``kc 7+5=12 ap 4+8+1=13 3+2+1=6 \\boxed{632}``).
         """
         da, db = str(self.a)[::-1], str(self.b)[::-1]
         steps, carry, digits = [], 0, []
         for i in range(max(len(da), len(db))):
             x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
             total = min(19, max(0, x + y + carry + (slips[i] if i < len(slips) else 0)))
-            steps.append(f"{x}+{y}+{carry}={total}" if carry else f"{x}+{y}={total}")
+            step = f"{x}+{y}+{carry}={total}" if carry else f"{x}+{y}={total}"
+            steps.append(f"{free[i]} {step}" if i < len(free) and free[i] else step)
             carry, digits = (0 if drop_carries else total // 10), digits + [str(total % 10)]
         value = (str(carry) if carry else "") + "".join(reversed(digits))
         return " ".join(steps) + f" \\boxed{{{value}}}"

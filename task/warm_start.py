@@ -3,8 +3,12 @@
 RL needs a policy whose samples are sometimes right: a random tiny model never writes
 ``\\boxed{...}``. The warm start teaches column addition from demonstrations of which a fraction
 ``carry_noise`` forget every carry (noisy SFT data, as real data often is), and each column's digit fact
-is off by one with probability ``fact_noise`` (0 by default; the study task's warm start uses it so that the
-digit facts, not only the carries, stay uncertain: many tokens with mid-range entropy that decide the reward). The policy learns the
+is off by one with probability ``fact_noise`` (0 by default: the digit facts, not only the carries, stay uncertain),
+and each column's step may be preceded by ``free_letters`` letters drawn uniformly from the first ``free_alphabet``
+of ``a..z`` (0 by default; the study task's: free choices of high entropy, ln(free_alphabet) nats each, that the
+verifier never reads -- what "high entropy is necessary, not sufficient, for information about the reward" is
+about, and what moves the group's mean entropy above the decisions, so that entropy-aware credit turns the
+update instead of scaling it; issue 15). The policy learns the
 procedure well but carries unreliably: the carry is a high-entropy "forking" token where it is
 usually wrong, so greedy accuracy sits near the share of carry-free problems. The verifier's
 reward is what tells RL which branch is right. The result is cached under
@@ -77,9 +81,11 @@ def _supervised_fit(path: str, task: TaskConfig, ws: WarmStartConfig, seed: int,
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     problems = sample_problems(ws.num_examples, seed + 7, task.digits, "train", task.heldout_fraction)
-    flawed, slipped = random.Random(seed + 11), random.Random(seed + 13)
+    flawed, slipped, lettered = random.Random(seed + 11), random.Random(seed + 13), random.Random(seed + 17)
     examples = [_encode(tok, p.question, p.solution(drop_carries=flawed.random() < ws.carry_noise,
-                                                    slips=_fact_slips(slipped, task.digits, ws.fact_noise)))
+                                                    slips=_fact_slips(slipped, task.digits, ws.fact_noise),
+                                                    free=_free_letters(lettered, task.digits, ws.free_letters,
+                                                                       ws.free_alphabet)))
                 for p in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, ws.steps))
@@ -104,6 +110,15 @@ def _fact_slips(rng: random.Random, digits: int, fact_noise: float) -> tuple[int
     if not fact_noise:
         return ()
     return tuple(rng.choice((-1, 1)) if rng.random() < fact_noise else 0 for _ in range(digits))
+
+
+def _free_letters(rng: random.Random, digits: int, letters: int, alphabet: int) -> tuple[str, ...]:
+    """Per column: ``letters`` letters drawn uniformly from the first ``alphabet`` of ``a..z``, written before the
+    column's step (reward-irrelevant). With ``letters`` 0 no draw is made: the other demonstrations stay as they were."""
+    if not letters:
+        return ()
+    pool = "abcdefghijklmnopqrstuvwxyz"[:alphabet]
+    return tuple("".join(rng.choice(pool) for _ in range(letters)) for _ in range(digits))
 
 
 def _warmup_cosine(step: int, total: int, warmup: int = 50) -> float:

@@ -40,7 +40,8 @@ ADDED = {"heldout.path": None,  # held-out file for data.source=files
          "trainer.grad_check_every": 1, "trainer.grad_check_rows": 16,  # manipulation checks (measurements only)
          "algorithm.reverse_entropy": False,  # EAPO's control arm switch (eapo_reversed.yaml)
          "rollout.weight_transfer": "object_store",  # the same object-store path, through vLLM's weight transfer
-         "warm_start.fact_noise": 0.0}  # noisy digit facts in the demonstrations: the study task's, off here
+         "warm_start.fact_noise": 0.0,  # noisy digit facts in the demonstrations: off here
+         "warm_start.free_letters": 0, "warm_start.free_alphabet": 16}  # the study task's free letters: off here
 # algorithm keys added since, with the value every algorithm resolves to
 ALGORITHM_ADDED = {"filter_metric": "accuracy"}
 EAPO_ADDED = {"reverse_entropy": False}  # EAPO's control arm (eapo_reversed) scores -H; off for every EAPO file

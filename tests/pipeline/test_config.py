@@ -39,7 +39,8 @@ def test_paper_presets_carry_the_paper_settings(preset, n, steps, prompts):
 @pytest.mark.parametrize("algorithm", ["dapo", "eapo_strong", "eapo_reversed", "quadrant_phr"])
 def test_the_study_preset_is_the_papers_loss_regime_on_cpu(algorithm):
     """preset=study: several optimizer steps per RL step (the separate update path: the ratio moves, clipping acts),
-    every arm on the DAPO base, the manipulation checks on, noisy digit facts in the warm start."""
+    every arm on the DAPO base, the manipulation checks on, noisy digit facts and free letters in the warm start,
+    responses that fit the budget."""
     from actors.update import fused
     from losses import build_algorithm
 
@@ -47,6 +48,7 @@ def test_the_study_preset_is_the_papers_loss_regime_on_cpu(algorithm):
     assert cfg.trainer.mini_batches_per_step > 1 and not fused(cfg, build_algorithm(cfg.algorithm), 32)
     assert cfg.algorithm.dynamic_sampling and cfg.algorithm.clip_high == 0.28 and cfg.trainer.grad_check_every == 1
     assert cfg.warm_start.fact_noise > 0 and cfg.model.kind == "tiny" and not cfg.trainer.use_gpu
+    assert cfg.warm_start.free_letters == 8 and cfg.rollout.max_tokens == cfg.heldout.max_tokens == 64
 
 
 
