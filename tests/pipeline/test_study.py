@@ -108,7 +108,7 @@ def test_concurrent_runs_build_a_warm_start_once(tmp_path, monkeypatch):
         open(os.path.join(path, "WARM_START_DONE"), "w").close()
 
     monkeypatch.setattr(warm_start, "_build", slow_build)
-    args = (str(tmp_path), tiny_spec(), TaskConfig(2, 0.1, 16), WarmStartConfig(1, 2, 0.1, 4, 0.5, 0.0), 0)
+    args = (str(tmp_path), tiny_spec(), TaskConfig(2, 0.1, 16), WarmStartConfig(1, 2, 0.1, 4, 0.5, 0.0, 0, 16), 0)
     barrier, paths = threading.Barrier(2), []
 
     def run():
