@@ -14,15 +14,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, namespace="test-wt")
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def policies(tmp_path_factory):
     from task.tiny_model import build_random_policy
 

@@ -12,15 +12,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, namespace="test-weights")
-    yield ray
-    ray.shutdown()
-
-
 def test_publish_must_be_newer_and_latest_reports_it(ray_local):
     from actors.weights import WeightStore
 
