@@ -28,6 +28,7 @@ from actors.weights import STORE_NAME
 from core.batch import PromptShard, RolloutShard, object_column
 from core.config import Config, shards_per_step
 from core.engine import EngineConfig
+from core.faults import point as fault_point
 from core.heartbeat import start_heartbeat
 from core.stages import HeldoutSet, RolloutSetup
 
@@ -249,6 +250,7 @@ class RolloutWorker:
         if not len(self.heldout) or not heldout_due(self.cfg, shard):
             return {}
         acc = greedy_accuracy(self.llm, self.heldout.prompt_ids, self.heldout.golds, **heldout_request(self.cfg))
+        fault_point("heldout", shard.step + 1, self.cfg.run_dir)  # EAPO_FAULTS only: measured, not yet returned
         return {"heldout/accuracy": acc["accuracy"], "heldout/weight_version": float(self.version)}
 
     def __call__(self, batch: dict) -> dict:

@@ -30,12 +30,16 @@ class WeightStore:
     factory calls :meth:`reset` to the checkpoint's version before any rollout actor asks.
     """
 
-    def __init__(self, initial_version: int):
-        self.version = initial_version
+    def __init__(self, initial_version: int, run_dir: str = ""):
+        self.version, self.run_dir = initial_version, run_dir  # run_dir: where fault markers go (tests only)
         self.updates: list[Any] = []  # empty: the weights are those the engines loaded from disk
         self.cond = asyncio.Condition()
 
     async def publish(self, version: int, updates: list) -> None:
+        if self.run_dir:
+            from core.faults import point
+
+            point("store_publish", version, self.run_dir)  # EAPO_FAULTS only: killed with the call in flight
         async with self.cond:
             if version <= self.version:
                 raise ValueError(f"weight version {version} is not newer than {self.version}")
@@ -64,9 +68,9 @@ class WeightStore:
         return self.version
 
 
-def get_or_create_store(initial_version: int):
-    return WeightStore.options(name=STORE_NAME, get_if_exists=True, ).remote(
-        initial_version)
+def get_or_create_store(initial_version: int, run_dir: str = ""):
+    """The run's named store (``run_dir``: for ``EAPO_FAULTS``' ``store_publish`` point)."""
+    return WeightStore.options(name=STORE_NAME, get_if_exists=True).remote(initial_version, run_dir)
 
 
 def full_state_dict(engine) -> dict:

@@ -11,6 +11,13 @@ passes the same point. The points of a training step, in order (:data:`POINTS`):
 - ``after_metrics``: the checkpoint's files and the step's ``metrics.jsonl`` line are written, no ``COMPLETE``;
 - ``after_complete``: the checkpoint of step N has just been committed (``COMPLETE`` written).
 
+Two more points live in other processes of the step (the process named is the one killed):
+
+- ``heldout``: the rollout actor has measured step N's held-out accuracy (``heldout.every``) and not yet returned
+  it with the step's shard: the measurement is lost with the actor, and the replacement must measure it again;
+- ``store_publish``: the weight store has received version N's weights and not yet stored them (the trainer's
+  publish call is in flight: Ray restarts the store and retries the call).
+
 Ray workers inherit the driver's environment on a local cluster; for a submitted job pass the variable in the
 runtime environment. The driver checks the variable before anything starts (:func:`planned`).
 """
@@ -24,7 +31,7 @@ import sys
 from core.durable import write_durably
 
 ENV = "EAPO_FAULTS"
-POINTS = ("before_publish", "after_publish", "after_metrics", "after_complete")
+POINTS = ("before_publish", "after_publish", "after_metrics", "after_complete", "heldout", "store_publish")
 _SPEC = re.compile(r"(\w+):step=(\d+)")
 
 

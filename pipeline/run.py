@@ -208,7 +208,7 @@ def run(cfg: Config) -> dict:
                          cfg.data.max_prompt_tokens, log=say)
     say(f"{len(table['uid'])} training prompts from {source.uri}")
     before = _heldout_before(cfg, init_path, heldout)
-    store = get_or_create_store(start_step)
+    store = get_or_create_store(start_step, cfg.run_dir)
     final_step, final_path = start_step, model_path
     if start_step < cfg.trainer.total_steps:
         hang_s = cfg.trainer.hang_timeout_s

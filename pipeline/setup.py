@@ -155,7 +155,15 @@ def ray_worker_setup() -> None:
     (waiting for weights), so every finished shard sat up to 0.1 s per operator hop before the trainer
     saw it: ~0.3 s of every on-policy step. ``EAPO_DATA_POLL_S`` (``rollout.stream_poll_s``) shortens
     the wait in the process that runs the stream's executor (Ray Train's split coordinator).
+
+    ``RAY_ADDRESS`` is set to this cluster's GCS when unset: Ray Train's own actors (its placement-group
+    cleaner) query the state API with no address, which fails with "Found multiple active Ray instances"
+    when two local runs share the machine (a study with ``max_concurrent`` 2) and kills their monitor thread.
     """
+    import ray
+
+    if not os.environ.get("RAY_ADDRESS") and ray.is_initialized():  # outside Ray: nothing to pin
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     value = os.environ.get("EAPO_DATA_POLL_S")
     if value:
         import ray.data._internal.execution.streaming_executor_state as executor_state

@@ -132,11 +132,18 @@ def plan(c: StudyConfig) -> list[Run]:
     return runs
 
 
+def _without_run_dir(args: list) -> list:
+    return [a for a in args if not str(a).startswith("run_dir=")]
+
+
 def is_finished(run: Run) -> bool:
-    """True when the run wrote its summary for these exact arguments (see :func:`_mark_started`)."""
+    """True when the run wrote its summary for these exact arguments (see :func:`_mark_started`), wherever its
+    folder lies now: ``run_dir=`` is left out of the comparison, so a study folder that was moved or committed
+    (``docs/study/confirmatory``: each run's summary.json, metrics.jsonl.gz and study_run.json) still counts its
+    finished runs and a later invocation adds only the missing ones."""
     try:
         with open(os.path.join(run.run_dir, "study_run.json")) as f:
-            same = json.load(f)["args"] == run.args
+            same = _without_run_dir(json.load(f)["args"]) == _without_run_dir(run.args)
     except (OSError, ValueError, KeyError):
         return False
     return same and os.path.exists(os.path.join(run.run_dir, "summary.json"))
@@ -194,8 +201,21 @@ class StudyClock:
         write_durably(self.path, json.dumps({"sessions": self.sessions}, indent=1).encode())
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` of a run's process (Linux): SIGTERM it when the study's process dies, however it dies (a
+    SIGKILL, a pytest timeout), so no run trains on orphaned; its own reaper then ends its Ray."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the study's own stop on exit still applies
+        pass
+
+
 class LocalLauncher:
-    """Runs as subprocesses of this command; output to ``<run_dir>/job.log``."""
+    """Runs as subprocesses of this command (each in its own session, SIGTERMed if this process dies: see
+    :func:`die_with_parent`); output to ``<run_dir>/job.log``."""
 
     def __init__(self, c: StudyConfig, cache: Optional[str] = None):
         self.c, self.cache = c, cache
@@ -203,7 +223,7 @@ class LocalLauncher:
     def start(self, run: Run):
         log = open(os.path.join(run.run_dir, "job.log"), "w")
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.run", *run.args], cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
                                 env={**os.environ, **cache_env(self.cache)})
         return proc, log
 
@@ -286,6 +306,19 @@ def execute(c: StudyConfig, runs: list[Run], on_finish=lambda: None, poll_s: flo
     say(f"{len(runs)} runs, {len(results)} already finished, {len(todo)} to go ({c.launcher}, "
         f"{c.max_concurrent} at a time)")
     active: dict[str, tuple] = {}
+    try:
+        _loop(c, launcher, todo, active, results, len(runs), on_finish, poll_s)
+    except BaseException:  # Ctrl-C, SIGTERM (see main), an error: no run goes on training without its study
+        for run, handle, _ in active.values():
+            say(f"stopping {run.name}")
+            launcher.stop(handle)
+        raise
+    return results
+
+
+def _loop(c: StudyConfig, launcher, todo: list[Run], active: dict, results: dict, total: int, on_finish,
+          poll_s: float) -> None:
+    """Start runs while fewer than ``max_concurrent`` are active; record each as it ends (``results``)."""
     while todo or active:
         while todo and len(active) < c.max_concurrent:
             run = todo.pop(0)
@@ -302,9 +335,8 @@ def execute(c: StudyConfig, runs: list[Run], on_finish=lambda: None, poll_s: flo
                 continue
             del active[key]
             results[key] = ok
-            say(f"[{len(results)}/{len(runs)}] " + _describe(run, ok, time.time() - t0))
+            say(f"[{len(results)}/{total}] " + _describe(run, ok, time.time() - t0))
             on_finish()
-    return results
 
 
 def study_command(c: StudyConfig) -> str:
@@ -369,6 +401,9 @@ def main(hydra_cfg: DictConfig) -> None:
         ensure_dir(c.study_dir, "study_dir")
     except ConfigError as err:
         fail(str(err))
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # as Ctrl-C: the active runs are stopped first
     out = run_study(c)
     sys.exit(1 if out["failed"] else 0)
 

@@ -61,8 +61,11 @@ def warm_started_policy(cache_dir: str, spec: TinyModelConfig, task: TaskConfig,
 
 def _build(path: str, spec: TinyModelConfig, task: TaskConfig, ws: WarmStartConfig, seed: int, log) -> None:
     """Train the warm start in a temporary folder, then move it to ``path`` whole (``WARM_START_DONE`` inside)."""
+    import glob
+
     tmp = path + f".tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in glob.glob(glob.escape(path) + ".tmp*"):  # builds killed before their move (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     build_random_policy(tmp, seed=seed, spec=spec)
     t0 = time.time()
     _supervised_fit(tmp, task, ws, seed, log)

@@ -143,33 +143,42 @@ def _job(run_dir: Path, faults: str, *overrides: str) -> subprocess.CompletedPro
                           timeout=900)
 
 
-KILLS = {  # EAPO_FAULTS point -> step, in the order the run reaches them: the two sides of a checkpoint's commit
-    "after_complete": 2,  # step 2 committed (where its metrics line used to be lost and a restart could stall)
+KILLS = {  # EAPO_FAULTS point -> step, in the order the run reaches them
+    "heldout": 1,  # the rollout actor, its held-out measurement of step 1 done and not returned: measured again
+    "store_publish": 2,  # the weight store, with version 2's publish in flight: restarted, the call retried
+    "after_complete": 2,  # the train worker: step 2 committed (where its metrics line used to be lost and a
+                          # restart could stall)
     "after_metrics": 4,  # step 4's line written, no COMPLETE: restart from step 2 drops lines 3-4, redoes them
 }
-# all four points of a step (before_publish: 1, after_complete: 2, after_publish: 3, after_metrics: 4) pass too
-# (4 restarts, ~220 s on the CI machine): EAPO_KILL_EVERY_POINT=1 runs them; CI runs the two around COMMIT
+# all four points of the train worker's step (before_publish: 1, after_complete: 2, after_publish: 3,
+# after_metrics: 4) pass too (4 restarts, ~220 s on the CI machine): EAPO_KILL_EVERY_POINT=1 runs them with the
+# other two processes' points; CI runs the two around COMMIT
 if os.environ.get("EAPO_KILL_EVERY_POINT"):
-    KILLS = {"before_publish": 1, "after_complete": 2, "after_publish": 3, "after_metrics": 4}
+    KILLS = {"heldout": 1, "before_publish": 1, "store_publish": 2, "after_complete": 2, "after_publish": 3,
+             "after_metrics": 4}
 
 
 def test_kills_at_every_point_of_a_step_lose_no_step(tmp_path):
-    """Deterministic kills (``EAPO_FAULTS``) of the train worker at the points of ``KILLS``: after the metrics line
-    before ``COMPLETE`` and after ``COMPLETE`` (with EAPO_KILL_EVERY_POINT=1 also before and after the weights are
-    published). Restarts allowed: ``trainer.max_failures=4``; every step logged once, at its own data position."""
+    """Deterministic kills (``EAPO_FAULTS``) at the points of ``KILLS``: the rollout actor right after its held-out
+    measurement, the weight store inside a publish, the train worker after the metrics line before ``COMPLETE``
+    and after ``COMPLETE`` (with EAPO_KILL_EVERY_POINT=1 also before and after the weights are published).
+    Restarts allowed: ``trainer.max_failures=4``; every step logged once, at its own data position, and the
+    held-out measurement of step 1 logged although its first measurement died with the actor."""
     run_dir = tmp_path / "run"
     t0 = time.time()
     job = _job(run_dir, ",".join(f"{name}:step={step}" for name, step in KILLS.items()), "trainer.max_failures=4")
     output = job.stdout + job.stderr
     assert job.returncode == 0, output[-6000:]
     for name, step in KILLS.items():  # Ray may echo a worker's line twice: look for each, not a count
+        assert (run_dir / "faults" / f"{name}-{step}").exists(), f"{name} of step {step} never fired"
         assert f"at {name} of step {step}" in output, output[-6000:]
-        assert (run_dir / "faults" / f"{name}-{step}").exists()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["data/first_shard"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["heldout/weight_version"] == 0 and 0 <= rows[0]["heldout/accuracy"] <= 1
+    assert max(r["rollout/logprob_gap"] for r in rows) < 1e-2  # the weights reached the engine after the store died
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 4
-    print(f"\n[fault] train worker killed at {len(KILLS)} points of a step: job {time.time() - t0:.0f} s")
+    print(f"\n[fault] killed at {len(KILLS)} points of a step: job {time.time() - t0:.0f} s")
 
 
 def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, log: Path, timeout: float = 900) -> None:

@@ -58,10 +58,7 @@ def cluster(monkeypatch):
     c.shutdown()
 
 
-def test_job_submitted_to_a_three_node_cluster_spreads_rollout_and_training(cluster, tmp_path, data_dir):
-    c, nodes = cluster
-    dashboard = f"http://{c.webui_url}"
-    run_dir = tmp_path / "job_run"
+def _submit(dashboard: str, run_dir: Path, data_dir) -> str:
     submitted = _ray("job", "submit", f"--address={dashboard}", f"--working-dir={REPO}", "--no-wait", "--",
                      "python", "-m", "pipeline.run", f"run_dir={run_dir}", "trainer.total_steps=6",
                      "trainer.save_every=3", "heldout.size=16", "periodic_eval.every=6",
@@ -69,7 +66,30 @@ def test_job_submitted_to_a_three_node_cluster_spreads_rollout_and_training(clus
                      "periodic_eval.k=2", "periodic_eval.max_tokens=16", "rollout.max_model_len=512",
                      f"data_dir={data_dir}")
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group(0)
+    return re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group(0)
+
+
+def _stop_after_checkpoint(dashboard: str, job_id: str, run_dir: Path, step: int) -> None:
+    """``ray job stop`` once checkpoint ``step`` is committed; wait until the job is STOPPED and its actors gone."""
+    complete, deadline = run_dir / "checkpoints" / f"step_{step}" / "COMPLETE", time.time() + 900
+    while not complete.exists():  # steps 4-6 and the step-6 benchmark eval (an engine start) still to come
+        assert time.time() < deadline, _status(dashboard, job_id)
+        time.sleep(0.2)
+    stop = _ray("job", "stop", f"--address={dashboard}", job_id)
+    assert stop.returncode == 0, stop.stdout[-2000:] + stop.stderr[-2000:]
+    while "stopped" not in _status(dashboard, job_id) or any(
+            k in a["class_name"] for a in _alive_actors(dashboard) for k in ("RolloutWorker", "RayTrainWorker")):
+        assert time.time() < deadline, _status(dashboard, job_id)
+        time.sleep(1.0)
+
+
+def test_job_submitted_to_a_three_node_cluster_spreads_rollout_and_training(cluster, tmp_path, data_dir):
+    """Submitted, placed across the nodes, stopped with ``ray job stop`` after its step-3 checkpoint, submitted
+    again with the same command: it resumes from step 3 and ends with every step once and its benchmark eval."""
+    c, nodes = cluster
+    dashboard = f"http://{c.webui_url}"
+    run_dir = tmp_path / "job_run"
+    job_id = _submit(dashboard, run_dir, data_dir)
     # while it trains: where did the engine and the train worker land?
     deadline, placed = time.time() + 900, None
     while placed is None and time.time() < deadline:
@@ -80,11 +100,15 @@ def test_job_submitted_to_a_three_node_cluster_spreads_rollout_and_training(clus
         elif any(s in _status(dashboard, job_id) for s in ("failed", "stopped")):
             break
         time.sleep(1.0)
+    assert placed is not None, "the job never logged a step: " + _ray("job", "logs", f"--address={dashboard}",
+                                                                        job_id).stdout[-5000:]
+    _stop_after_checkpoint(dashboard, job_id, run_dir, 3)
+    job_id = _submit(dashboard, run_dir, data_dir)  # the same command again: it must resume, not start over
     logs = _ray("job", "logs", f"--address={dashboard}", "--follow", job_id, timeout=1200)
     status = _status(dashboard, job_id)
     assert "succeeded" in status, logs.stdout[-5000:] + status
+    assert "resuming from" in logs.stdout and "(step 3)" in logs.stdout, logs.stdout[-5000:]
     worker_ids = {n.node_id for n in nodes}
-    assert placed is not None, "the job never logged a step"
     assert len(placed["RolloutWorker"]) == 1 and len(placed["RayTrainWorker"]) == 1, placed
     assert placed["RolloutWorker"] | placed["RayTrainWorker"] <= worker_ids, placed
     assert placed["RolloutWorker"] != placed["RayTrainWorker"], placed

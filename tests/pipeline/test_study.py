@@ -149,6 +149,8 @@ def test_plan_and_resumability(tmp_path):
     study._mark_started(run)
     (tmp_path / "grpo" / "seed0" / "summary.json").write_text("{}")
     assert study.is_finished(run)
+    moved = study.Run(run.algorithm, run.seed, run.run_dir, [a.replace(str(tmp_path), "/elsewhere") for a in run.args])
+    assert moved.args != run.args and study.is_finished(moved)  # a study folder committed or moved keeps its runs
     other = study.Run(run.algorithm, run.seed, run.run_dir, run.args[:-1] + ["trainer.total_steps=4"])
     assert not study.is_finished(other)  # other arguments: the run is redone (and resumes its checkpoints)
     study._mark_started(other)
@@ -213,51 +215,127 @@ def test_a_report_of_runs_shorter_than_the_smoothing_window(tmp_path):
 
 @pytest.mark.slow
 def test_study_command_runs_a_small_grid_and_resumes(tmp_path):
-    """2 algorithms x 1 seed x 3 steps of the real job (one warm start; the paired statistics over seeds are
-    checked by hand in tests/pipeline/test_study_stats.py), then the same command again skips them both."""
-    cmd = [sys.executable, "-m", "pipeline.study", f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0]",
-           "run_timeout_s=300", "--", "trainer.total_steps=3", "trainer.save_every=3", "heldout.size=16",
-           "heldout.every=2", "heldout.sample_k=4"]
+    """2 algorithms x 2 seeds x 3 steps of the real job, two runs at a time (two local Rays side by side; the
+    seed-1 warm start is built by one run while the other waits on its lock), the paired statistics checked
+    against a hand computation from the runs' own files; then the same command again skips all four."""
+    cmd = [sys.executable, "-m", "pipeline.study", f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0,1]",
+           "max_concurrent=2", "run_timeout_s=900", "--", "trainer.total_steps=3", "trainer.save_every=3",
+           "heldout.size=16", "heldout.every=2", "heldout.sample_k=4"]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
     logs = "".join(f"\n--- {log}\n" + log.read_text()[-3000:] for log in sorted(tmp_path.glob("*/seed*/job.log")))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:] + logs
+    assert "multiple active Ray instances" not in logs  # each run's Ray Train found its own cluster
     out = json.loads((tmp_path / "study.json").read_text())
     res = out["results"]
     for algo in ("grpo", "eapo"):
-        assert res[algo]["heldout_after"]["n"] == 1 and [r["steps"] for r in res[algo]["runs"]] == [3]
+        assert res[algo]["heldout_after"]["n"] == 2 and [r["steps"] for r in res[algo]["runs"]] == [3, 3]
     md = (tmp_path / "study.md").read_text()
-    assert "| grpo | 1/1 |" in md and md.index("Primary metric (pre-declared): heldout_auc") < md.index("Secondary")
+    assert "| grpo | 2/2 |" in md and md.index("Primary metric (pre-declared): heldout_auc") < md.index("Secondary")
     for name in ("study.png", "study_quadrants.png", "study_paired.png"):
         assert (tmp_path / name).stat().st_size > 10_000, name
     check_paired_by_hand(tmp_path, out)
     assert out["wall"]["total_s"] > 0 and "Study wall time" in md
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "2 already finished, 0 to go" in again.stdout
+    assert again.returncode == 0 and "4 already finished, 0 to go" in again.stdout
+
+
+def hand_auc(run) -> float:
+    """Held-out AUC in points of a 3-step run measured every 2 steps, from its own files: the trapezoid over
+    (0, before), the logged point at version 2 and (3, after), divided by the 3 steps."""
+    s = json.loads((run / "summary.json").read_text())
+    logged = {int(r["heldout/weight_version"]): r["heldout/accuracy"] for r in map(json.loads,
+              (run / "metrics.jsonl").read_text().splitlines()) if "heldout/accuracy" in r}
+    assert sorted(logged) == [0, 2] and s["heldout_sample_k"] == 4
+    assert 0 <= s["heldout_avg_at_k_after"] <= s["heldout_pass_at_k_after"] <= 1
+    b, h2, a = s["heldout_accuracy_before"], logged[2], s["heldout_accuracy_after"]
+    return 100 * (2 * (b + h2) / 2 + 1 * (h2 + a) / 2) / 3
 
 
 def check_paired_by_hand(study_dir, out):
-    """study.json's per-run metrics recomputed from the runs' own files: the held-out AUC over (0, before), the
-    logged points (every 2 steps: versions 0 and 2) and (3, after), pass@k from summary.json; the paired entries
-    hold the seed's difference eapo − grpo per metric (n = 1: no interval; n ≥ 2 is checked by hand on
-    constructed runs in tests/pipeline/test_study_stats.py)."""
+    """study.json against a hand computation: per run, the held-out AUC and pass@k from the run's own files; per
+    contrast and metric, the paired differences eapo − grpo of seeds 0 and 1 and, with n = 2 (ν = 1, Student's t
+    is Cauchy: t_q = tan(π (q − ½))), mean (d0 + d1)/2, sd |d0 − d1|/√2, 95% CI mean ± tan(0.475π)·|d0 − d1|/2 and
+    mde80 (tan(0.475π) + tan(0.3π))·|d0 − d1|/2."""
     metrics = {}
     for algo in ("grpo", "eapo"):
-        run = study_dir / algo / "seed0"
-        s = json.loads((run / "summary.json").read_text())
-        logged = {int(r["heldout/weight_version"]): r["heldout/accuracy"] for r in map(json.loads,
-                  (run / "metrics.jsonl").read_text().splitlines()) if "heldout/accuracy" in r}
-        assert sorted(logged) == [0, 2] and s["heldout_sample_k"] == 4
-        assert 0 <= s["heldout_avg_at_k_after"] <= s["heldout_pass_at_k_after"] <= 1
-        b, h2, a = s["heldout_accuracy_before"], logged[2], s["heldout_accuracy_after"]
-        auc = 100 * (2 * (b + h2) / 2 + 1 * (h2 + a) / 2) / 3
-        reported = next(r["metrics"] for r in out["results"][algo]["runs"] if r["seed"] == 0)
-        assert reported["heldout_auc"] == pytest.approx(auc)
-        assert reported["pass_at_k"] == pytest.approx(100 * s["heldout_pass_at_k_after"])
-        metrics[algo] = reported
+        for seed in (0, 1):
+            run = study_dir / algo / f"seed{seed}"
+            s = json.loads((run / "summary.json").read_text())
+            reported = next(r["metrics"] for r in out["results"][algo]["runs"] if r["seed"] == seed)
+            assert reported["heldout_auc"] == pytest.approx(hand_auc(run))
+            assert reported["pass_at_k"] == pytest.approx(100 * s["heldout_pass_at_k_after"])
+            metrics[algo, seed] = reported
     assert out["contrasts"] == [["eapo", "grpo"]] and out["primary_metric"] == "heldout_auc"
     assert [p["metric"] for p in out["paired"]] == ["heldout_auc", "final_accuracy", "steps_to_80", "pass_at_k",
                                                     "avg_at_k", "final_entropy"]
+    t975, t80 = np.tan(0.475 * np.pi), np.tan(0.3 * np.pi)
     for p in out["paired"]:
-        x, y = metrics["eapo"][p["metric"]], metrics["grpo"][p["metric"]]
-        diffs = [x - y] if x is not None and y is not None else []
+        pairs = [(metrics["eapo", k][p["metric"]], metrics["grpo", k][p["metric"]]) for k in (0, 1)]
+        diffs = [x - y for x, y in pairs if x is not None and y is not None]
         assert (p["arm"], p["baseline"], p["n"]) == ("eapo", "grpo", len(diffs)) and p["diffs"] == pytest.approx(diffs)
+        if len(diffs) < 2:
+            continue
+        half = abs(diffs[0] - diffs[1]) / 2
+        assert p["mean_diff"] == pytest.approx(sum(diffs) / 2)
+        assert p["sd_diff"] == pytest.approx(abs(diffs[0] - diffs[1]) / np.sqrt(2))
+        assert p["ci95"] == pytest.approx([sum(diffs) / 2 - t975 * half, sum(diffs) / 2 + t975 * half])
+        assert p["mde80"] == pytest.approx((t975 + t80) * half)
+    assert next(p for p in out["paired"] if p["metric"] == "heldout_auc")["n"] == 2  # the primary: both seeds
+
+
+def test_a_run_dies_with_the_study_that_started_it(tmp_path):
+    """:func:`study.die_with_parent`: the study's process SIGKILLed (as a pytest timeout or the OOM killer would)
+    -> each run it started gets SIGTERM instead of training on, orphaned."""
+    import os
+    import signal
+    import time
+
+    marker = tmp_path / "child.pid"
+    child_code = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    (tmp_path / "study_like.py").write_text(
+        "import subprocess, sys, time\nfrom pipeline.study import die_with_parent\n"
+        f"subprocess.Popen([sys.executable, '-c', {child_code!r}], start_new_session=True, "
+        "preexec_fn=die_with_parent)\ntime.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "study_like.py")], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 60
+    while not (marker.exists() and marker.read_text()):
+        assert time.time() < deadline and parent.poll() is None
+        time.sleep(0.1)
+    child = int(marker.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the run outlived its study by 60 s")
+
+
+def test_an_interrupted_study_stops_its_active_runs(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, turned into an exit by main) while runs are active: each active run is stopped before
+    the study ends. The launcher is a stand-in whose poll raises the interrupt (the fault injected here)."""
+    c = study_cfg(f"study_dir={tmp_path}", "algorithms=[grpo,eapo]", "seeds=[0]", "max_concurrent=2")
+    stopped = []
+
+    class Interrupted:
+        def __init__(self, *a):
+            pass
+
+        def start(self, run):
+            return run.name
+
+        def poll(self, handle):
+            raise KeyboardInterrupt
+
+        def stop(self, handle):
+            stopped.append(handle)
+
+    monkeypatch.setattr(study, "LocalLauncher", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        study.execute(c, study.plan(c), poll_s=0)
+    assert sorted(stopped) == ["eapo seed 0", "grpo seed 0"]
