@@ -1,5 +1,5 @@
 """KL-Cov and Clip-Cov (Cui et al., arXiv 2505.22617). Covariance statistics are taken over the
-micro-batch given to ``policy_loss`` (see ``losses.cov``); these losses are not split-invariant."""
+micro-batch given to ``policy_loss`` (see ``losses.covariance``); these losses are not split-invariant."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ import torch
 
 from ..base import Algorithm
 from ..config import AlgorithmConfig, check_number
-from ..cov import clip_cov_selection, kl_cov_selection, token_covariance
+from ..covariance import clip_cov_selection, kl_cov_selection, token_covariance
 from ..policy_loss import clipped_surrogate, token_log_ratio
 from ..registry import register
 

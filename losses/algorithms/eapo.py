@@ -7,7 +7,7 @@ import torch
 
 from ..base import Algorithm
 from ..config import AlgorithmConfig, check_bool, check_number, check_subset, fail
-from ..eapo import entropy_aware_advantages
+from ..entropy_credit import entropy_aware_advantages
 from ..quadrants import QUADRANTS, quadrant_masks, union_mask
 from ..registry import register
 

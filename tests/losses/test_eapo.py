@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from losses import build_algorithm
-from losses.eapo import entropy_aware_advantages
+from losses.entropy_credit import entropy_aware_advantages
 from tests.losses.conftest import make_batch
 from tests.losses.loops import loop_group_stats, loop_quadrant_of
 
