@@ -16,6 +16,8 @@ from typing import Any
 
 import ray
 
+from core.faults import point as fault_point
+
 STORE_NAME = "eapo_weight_store"
 
 
@@ -37,9 +39,7 @@ class WeightStore:
 
     async def publish(self, version: int, updates: list) -> None:
         if self.run_dir:
-            from core.faults import point
-
-            point("store_publish", version, self.run_dir)  # EAPO_FAULTS only: killed with the call in flight
+            fault_point("store_publish", version, self.run_dir)  # EAPO_FAULTS only: killed with the call in flight
         async with self.cond:
             if version <= self.version:
                 raise ValueError(f"weight version {version} is not newer than {self.version}")

@@ -167,15 +167,13 @@ def _ranges(steps: list[int]) -> str:
 def read_metrics(run_dir: str, log=_stderr) -> list[dict]:
     """Every step's metrics of ``run_dir`` (a torn last line dropped with a warning); an archived run (a study's
     committed data: ``metrics.jsonl.gz``, see ``pipeline.study_archive``) is read from its gzip copy."""
-    path = os.path.join(run_dir, METRICS)
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            return [row for _, row in _metric_lines(path, f.read(), log)]
-    if os.path.exists(path + ".gz"):
-        import gzip
+    import gzip
 
-        with gzip.open(path + ".gz", "rb") as f:
-            return [row for _, row in _metric_lines(path + ".gz", f.read(), log)]
+    path = os.path.join(run_dir, METRICS)
+    for name, opener in ((path, open), (path + ".gz", gzip.open)):
+        if os.path.exists(name):
+            with opener(name, "rb") as f:
+                return [row for _, row in _metric_lines(name, f.read(), log)]
     return []
 
 

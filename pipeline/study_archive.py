@@ -1,6 +1,6 @@
 """``python -m pipeline.study_archive SRC DST``: a study's data, small enough to commit, copied from study folder
 SRC to DST: per run ``<algorithm>/seed<k>/`` its ``summary.json``, ``study_run.json`` (the run's arguments) and
-``metrics.jsonl`` gzipped (``metrics.jsonl.gz``, read by ``core.run_dir.read_metrics``; ~15 KB a run), plus
+``metrics.jsonl`` gzipped (``metrics.jsonl.gz``, read by ``core.run_dir.read_metrics``; ~20 KB a run), plus
 ``study_wall.json``. No checkpoints, logs or cache.
 
 The study command run on DST (same algorithms, seeds, overrides; ``study_dir=DST``) then finds those runs
@@ -26,7 +26,7 @@ def finished_runs(study_dir: str) -> list[str]:
     out = []
     for algo in sorted(os.listdir(study_dir)):
         folder = os.path.join(study_dir, algo)
-        if not os.path.isdir(folder) or algo == "cache":
+        if not os.path.isdir(folder):
             continue
         out += [f"{algo}/{seed}" for seed in sorted(os.listdir(folder))
                 if seed.startswith("seed") and os.path.exists(os.path.join(folder, seed, "summary.json"))]
@@ -35,18 +35,17 @@ def finished_runs(study_dir: str) -> list[str]:
 
 def archive_run(src: str, dst: str) -> None:
     """One run's committed files, ``src`` -> ``dst`` (the same folder: only gzips the metrics)."""
+    in_place = os.path.abspath(src) == os.path.abspath(dst)
     os.makedirs(dst, exist_ok=True)
-    for name in RUN_FILES:
-        if os.path.abspath(src) != os.path.abspath(dst):
-            shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+    names = RUN_FILES if os.path.exists(os.path.join(src, METRICS)) else RUN_FILES + (METRICS + ".gz",)
+    for name in () if in_place else names:  # an archived run's gzip copy travels as it is
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
     plain = os.path.join(src, METRICS)
     if os.path.exists(plain):
         with open(plain, "rb") as f, gzip.GzipFile(os.path.join(dst, METRICS + ".gz"), "wb", mtime=0) as g:
             g.write(f.read())
-        if os.path.abspath(src) == os.path.abspath(dst):
+        if in_place:
             os.remove(plain)
-    elif not os.path.exists(os.path.join(dst, METRICS + ".gz")):
-        shutil.copyfile(os.path.join(src, METRICS + ".gz"), os.path.join(dst, METRICS + ".gz"))
 
 
 def archive(src: str, dst: str) -> list[str]:

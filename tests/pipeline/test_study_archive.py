@@ -59,6 +59,9 @@ def test_archiving_in_place_compresses_new_runs(tmp_path):
     assert not (tmp_path / "dapo" / "seed0" / "metrics.jsonl").exists()
     assert (tmp_path / "dapo" / "seed0" / "metrics.jsonl.gz").exists()
     assert report(tmp_path)["paired"] == before["paired"]
+    again = tmp_path.parent / (tmp_path.name + "_copy")  # an archived folder archived elsewhere: the gzip travels
+    study_archive.archive(str(tmp_path), str(again))
+    assert (again / "eapo" / "seed1" / "metrics.jsonl.gz").exists() and report(again)["paired"] == before["paired"]
 
 
 def test_a_missing_study_folder_is_named(tmp_path, capsys):
